@@ -1,0 +1,104 @@
+//! Per-connection limits (SPEC §6): every one has a safe default and a knob.
+
+use std::time::Duration;
+
+/// Limits that protect a process from one connection. A violated limit closes only the
+/// connection that violated it, with the close code given for each field.
+///
+/// Fields are public; setters of the same names chain:
+///
+/// ```
+/// use std::time::Duration;
+/// use ferrosock::Limits;
+/// let limits = Limits::default()
+///     .max_message_size(1 << 20)
+///     .idle_timeout(Some(Duration::from_secs(20)));
+/// assert_eq!(limits.max_message_size, 1 << 20);
+/// assert_eq!(limits.max_frame_size, 16 << 20);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// The largest message accepted, all fragments counted. Larger: close 1009.
+    /// Default: 64 MiB.
+    pub max_message_size: usize,
+    /// The largest single frame accepted. Larger: close 1009. Default: 16 MiB, as
+    /// tungstenite's; a browser or a peer library sends far smaller frames.
+    pub max_frame_size: usize,
+    /// The budget of outgoing payload bytes queued and not yet written to the socket. A
+    /// `send` that would exceed it fails with [`ErrorKind::BufferFull`](crate::ErrorKind) and
+    /// [`backpressure`](Limits::backpressure) says what else happens.
+    /// Default: 64 MiB (one maximal message can always be queued on an idle connection).
+    pub max_outgoing_bytes: usize,
+    /// What a `send` over [`max_outgoing_bytes`](Limits::max_outgoing_bytes) does to the
+    /// connection. Default: [`BackpressurePolicy::Close`] (close 1008).
+    pub backpressure: BackpressurePolicy,
+    /// After this long without receiving anything, a ping is sent so that a live peer answers.
+    /// `None` turns keepalive pings off. Default: 30 s.
+    pub keepalive_interval: Option<Duration>,
+    /// After this long without receiving anything (pongs included), the peer is taken for gone:
+    /// the socket is dropped and the connection ends with 1006. `None`: wait forever.
+    /// Default: 60 s (two keepalive intervals).
+    pub idle_timeout: Option<Duration>,
+    /// How long the close handshake may take: after sending a close frame, how long to wait for
+    /// the peer's before dropping the socket. Default: 5 s.
+    pub close_timeout: Duration,
+}
+
+/// What happens when a `send` would exceed [`Limits::max_outgoing_bytes`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackpressurePolicy {
+    /// The message is not queued and the connection is closed with 1008 (policy violation):
+    /// a peer that does not read cannot hold the server's memory. The default.
+    #[default]
+    Close,
+    /// The message is not queued; the connection stays open. The caller decides, from the
+    /// error `send` returned, whether to retry later, drop messages or close.
+    Reject,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message_size: 64 << 20,
+            max_frame_size: 16 << 20,
+            max_outgoing_bytes: 64 << 20,
+            backpressure: BackpressurePolicy::Close,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            idle_timeout: Some(Duration::from_secs(60)),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        impl Limits {
+            $(
+                $(#[$doc])*
+                pub fn $name(mut self, value: $ty) -> Limits {
+                    self.$name = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    /// Sets [`Limits::max_message_size`].
+    max_message_size: usize;
+    /// Sets [`Limits::max_frame_size`].
+    max_frame_size: usize;
+    /// Sets [`Limits::max_outgoing_bytes`].
+    max_outgoing_bytes: usize;
+    /// Sets [`Limits::backpressure`].
+    backpressure: BackpressurePolicy;
+    /// Sets [`Limits::keepalive_interval`].
+    keepalive_interval: Option<Duration>;
+    /// Sets [`Limits::idle_timeout`].
+    idle_timeout: Option<Duration>;
+    /// Sets [`Limits::close_timeout`].
+    close_timeout: Duration;
+}

@@ -1,0 +1,597 @@
+//! Bytes → messages: frame parsing, unmasking, fragment assembly, UTF-8 and limits.
+//!
+//! The decoder works on the connection's read buffer in place. A frame's payload is unmasked
+//! and (for text) UTF-8-checked as its bytes arrive, so a bad message fails as soon as its
+//! first bad byte is read, even in the middle of a large frame. An unfragmented message is
+//! handed out as a slice of the read buffer (`split_to`, no copy); only fragmented messages
+//! are copied, once, into an assembly buffer.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::close::{self, CloseFrame};
+use super::error::ProtocolError;
+use super::frame::{FrameHeader, OpCode};
+use super::mask::apply_mask_at;
+use super::utf8::Utf8Validator;
+use super::Role;
+
+/// What the decoder enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct DecoderConfig {
+    /// Which end is decoding: a server requires masked frames, a client unmasked ones.
+    pub role: Role,
+    /// The largest frame payload accepted, in bytes (larger: 1009).
+    pub max_frame_size: usize,
+    /// The largest message accepted, in bytes, counting all its fragments (larger: 1009).
+    pub max_message_size: usize,
+}
+
+/// One unit of input, complete and validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// A text message; the bytes are valid UTF-8.
+    Text(Bytes),
+    /// A binary message.
+    Binary(Bytes),
+    /// A ping; the protocol owes a pong with the same payload.
+    Ping(Bytes),
+    /// A pong.
+    Pong(Bytes),
+    /// A close frame; `None` when it carried no status code. The protocol owes a close reply.
+    Close(Option<CloseFrame>),
+}
+
+/// Decodes a stream of frames into messages. See the module docs.
+#[derive(Debug)]
+pub struct Decoder {
+    config: DecoderConfig,
+    /// The frame whose header has been consumed from the buffer and whose payload has not.
+    frame: Option<FrameInProgress>,
+    /// The data message in progress, from its first frame's header to its final frame.
+    message: Option<MessageInProgress>,
+}
+
+#[derive(Debug)]
+struct FrameInProgress {
+    header: FrameHeader,
+    /// Payload length (checked against the limits, so it fits in memory).
+    len: usize,
+    /// How many payload bytes at the front of the buffer are already unmasked and checked.
+    /// Invariant: `processed <= len`.
+    processed: usize,
+}
+
+#[derive(Debug)]
+struct MessageInProgress {
+    text: bool,
+    /// Payload of the frames completed so far.
+    data: Assembly,
+    utf8: Utf8Validator,
+}
+
+#[derive(Debug)]
+enum Assembly {
+    Empty,
+    /// One frame: kept as the read buffer's slice in case no other fragment has bytes.
+    One(Bytes),
+    /// Several frames, copied together.
+    Many(BytesMut),
+}
+
+impl Assembly {
+    fn len(&self) -> usize {
+        match self {
+            Assembly::Empty => 0,
+            Assembly::One(b) => b.len(),
+            Assembly::Many(b) => b.len(),
+        }
+    }
+
+    fn push(&mut self, payload: Bytes) {
+        if payload.is_empty() {
+            return;
+        }
+        *self = match std::mem::replace(self, Assembly::Empty) {
+            Assembly::Empty => Assembly::One(payload),
+            Assembly::One(first) => {
+                let mut all = BytesMut::with_capacity(first.len() + payload.len());
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&payload);
+                Assembly::Many(all)
+            }
+            Assembly::Many(mut all) => {
+                all.extend_from_slice(&payload);
+                Assembly::Many(all)
+            }
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Assembly::Empty => Bytes::new(),
+            Assembly::One(b) => b,
+            Assembly::Many(b) => b.freeze(),
+        }
+    }
+}
+
+impl Decoder {
+    /// A decoder at the start of a stream.
+    pub fn new(config: DecoderConfig) -> Decoder {
+        Decoder {
+            config,
+            frame: None,
+            message: None,
+        }
+    }
+
+    /// The limits this decoder enforces.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.config
+    }
+
+    /// Decodes the next message or control frame from the front of `buf`, consuming its bytes.
+    ///
+    /// Returns `Ok(None)` when more bytes are needed; the bytes seen so far stay in `buf` (and
+    /// are already unmasked and checked). An error means the connection must fail with the
+    /// error's close code; the decoder must not be used afterwards.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use ferrosock::proto::{Decoded, Decoder, DecoderConfig, Role};
+    /// let mut decoder = Decoder::new(DecoderConfig {
+    ///     role: Role::Server,
+    ///     max_frame_size: 1 << 20,
+    ///     max_message_size: 1 << 20,
+    /// });
+    /// // RFC 6455 §5.7: a masked "Hello".
+    /// let mut buf = BytesMut::from(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58][..]);
+    /// assert_eq!(decoder.decode(&mut buf).unwrap(), Some(Decoded::Text("Hello".into())));
+    /// assert!(buf.is_empty());
+    /// ```
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, ProtocolError> {
+        loop {
+            let frame = match &mut self.frame {
+                Some(frame) => frame,
+                None => {
+                    let Some((header, header_len)) = FrameHeader::decode(buf)? else {
+                        return Ok(None);
+                    };
+                    let len = self.check_header(&header)?;
+                    buf.advance(header_len);
+                    self.frame.insert(FrameInProgress {
+                        header,
+                        len,
+                        processed: 0,
+                    })
+                }
+            };
+
+            let available = buf.len().min(frame.len);
+            if available > frame.processed {
+                let fresh = &mut buf[frame.processed..available];
+                if let Some(key) = frame.header.mask {
+                    apply_mask_at(fresh, key, frame.processed);
+                }
+                if !frame.header.opcode.is_control() {
+                    if let Some(message) = &mut self.message {
+                        if message.text {
+                            message.utf8.feed(fresh)?;
+                        }
+                    }
+                }
+                frame.processed = available;
+            }
+            if available < frame.len {
+                return Ok(None);
+            }
+
+            let header = frame.header;
+            let payload = buf.split_to(frame.len).freeze();
+            self.frame = None;
+            if let Some(decoded) = self.complete_frame(header, payload)? {
+                return Ok(Some(decoded));
+            }
+        }
+    }
+
+    /// How many more bytes the frame in progress needs beyond the `buffered` ones, so that the
+    /// caller can size its next read. 0 when no frame is in progress.
+    pub fn bytes_wanted(&self, buffered: usize) -> usize {
+        self.frame
+            .as_ref()
+            .map_or(0, |f| f.len.saturating_sub(buffered))
+    }
+
+    /// Checks a header against the connection's state and limits; returns the payload length.
+    fn check_header(&mut self, header: &FrameHeader) -> Result<usize, ProtocolError> {
+        // RFC 6455 §5.2: without a negotiated extension, the reserved bits must be 0.
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        // RFC 6455 §5.1: clients mask, servers do not.
+        match (self.config.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if header.payload_len > self.config.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooLarge {
+                size: header.payload_len,
+                max: self.config.max_frame_size as u64,
+            });
+        }
+        let len = header.payload_len as usize;
+        match header.opcode {
+            OpCode::Text | OpCode::Binary => {
+                if self.message.is_some() {
+                    return Err(ProtocolError::ExpectedContinuation);
+                }
+                self.check_message_size(0, len)?;
+                self.message = Some(MessageInProgress {
+                    text: header.opcode == OpCode::Text,
+                    data: Assembly::Empty,
+                    utf8: Utf8Validator::new(),
+                });
+            }
+            OpCode::Continuation => match &self.message {
+                None => return Err(ProtocolError::UnexpectedContinuation),
+                Some(message) => self.check_message_size(message.data.len(), len)?,
+            },
+            OpCode::Close | OpCode::Ping | OpCode::Pong => {}
+        }
+        Ok(len)
+    }
+
+    fn check_message_size(&self, so_far: usize, more: usize) -> Result<(), ProtocolError> {
+        let size = so_far as u64 + more as u64;
+        if size > self.config.max_message_size as u64 {
+            return Err(ProtocolError::MessageTooLarge {
+                size,
+                max: self.config.max_message_size as u64,
+            });
+        }
+        Ok(())
+    }
+
+    fn complete_frame(
+        &mut self,
+        header: FrameHeader,
+        payload: Bytes,
+    ) -> Result<Option<Decoded>, ProtocolError> {
+        match header.opcode {
+            OpCode::Ping => Ok(Some(Decoded::Ping(payload))),
+            OpCode::Pong => Ok(Some(Decoded::Pong(payload))),
+            OpCode::Close => Ok(Some(Decoded::Close(close::parse_payload(&payload)?))),
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                let message = self
+                    .message
+                    .as_mut()
+                    .expect("check_header opened a message for every data frame");
+                message.data.push(payload);
+                if !header.fin {
+                    return Ok(None);
+                }
+                let message = self.message.take().expect("checked just above");
+                let data = message.data.into_bytes();
+                if message.text {
+                    message.utf8.finish()?;
+                    Ok(Some(Decoded::Text(data)))
+                } else {
+                    Ok(Some(Decoded::Binary(data)))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::close::encode_payload;
+    use crate::proto::frame::MAX_HEADER_LEN;
+    use crate::proto::mask::apply_mask;
+    use crate::proto::CloseCode;
+
+    const KEY: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
+
+    fn server() -> Decoder {
+        Decoder::new(DecoderConfig {
+            role: Role::Server,
+            max_frame_size: 1 << 20,
+            max_message_size: 1 << 21,
+        })
+    }
+
+    /// A client frame: masked with KEY.
+    fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut header = FrameHeader::new(opcode, payload.len() as u64, Some(KEY));
+        header.fin = fin;
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        let mut out = head[..n].to_vec();
+        let mut body = payload.to_vec();
+        apply_mask(&mut body, KEY);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn decode_all(decoder: &mut Decoder, bytes: &[u8]) -> Result<Vec<Decoded>, ProtocolError> {
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(item) = decoder.decode(&mut buf)? {
+            out.push(item);
+        }
+        assert!(buf.is_empty(), "undecoded bytes left: {buf:?}");
+        Ok(out)
+    }
+
+    /// Feeds `bytes` in pieces cut at `cuts`, as reads would deliver them.
+    fn decode_in_pieces(bytes: &[u8], cuts: &[usize]) -> Result<Vec<Decoded>, ProtocolError> {
+        let mut decoder = server();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&bytes.len())) {
+            buf.extend_from_slice(&bytes[start..cut]);
+            start = cut;
+            while let Some(item) = decoder.decode(&mut buf)? {
+                out.push(item);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn payload_lengths_at_the_encoding_edges() {
+        for len in [0usize, 1, 125, 126, 127, 65535, 65536, 70000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let out = decode_all(&mut server(), &frame(true, OpCode::Binary, &payload)).unwrap();
+            assert_eq!(out, vec![Decoded::Binary(payload.into())], "length {len}");
+        }
+    }
+
+    #[test]
+    fn a_frame_split_at_every_byte_decodes_the_same() {
+        let bytes = frame(true, OpCode::Text, "héllo wörld, €𝄞".as_bytes());
+        for cut in 0..=bytes.len() {
+            let out = decode_in_pieces(&bytes, &[cut]).unwrap();
+            assert_eq!(
+                out,
+                vec![Decoded::Text("héllo wörld, €𝄞".into())],
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn fragments_with_interleaved_control_frames() {
+        let mut bytes = frame(false, OpCode::Text, b"fragment1 ");
+        bytes.extend(frame(true, OpCode::Ping, b"p1"));
+        bytes.extend(frame(false, OpCode::Continuation, b""));
+        bytes.extend(frame(true, OpCode::Pong, b""));
+        bytes.extend(frame(false, OpCode::Continuation, b"fragment2 "));
+        bytes.extend(frame(true, OpCode::Ping, b"p2"));
+        bytes.extend(frame(true, OpCode::Continuation, b"fragment3"));
+        let out = decode_all(&mut server(), &bytes).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Decoded::Ping("p1".into()),
+                Decoded::Pong(Bytes::new()),
+                Decoded::Ping("p2".into()),
+                Decoded::Text("fragment1 fragment2 fragment3".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn utf8_split_across_fragments_at_every_byte() {
+        let text = "κόσμε€𝄞 ok".as_bytes();
+        for a in 0..=text.len() {
+            for b in a..=text.len() {
+                let mut bytes = frame(false, OpCode::Text, &text[..a]);
+                bytes.extend(frame(false, OpCode::Continuation, &text[a..b]));
+                bytes.extend(frame(true, OpCode::Continuation, &text[b..]));
+                let out = decode_all(&mut server(), &bytes).unwrap();
+                assert_eq!(
+                    out,
+                    vec![Decoded::Text(Bytes::copy_from_slice(text))],
+                    "{a},{b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_fails_in_the_fragment_that_holds_it() {
+        // Fragment 1 is fine, fragment 2 ends in a byte that can never be valid, fragment 3
+        // never needs to arrive (Autobahn 6.4.1).
+        let mut bytes = frame(false, OpCode::Text, "κόσμε".as_bytes());
+        let split = bytes.len();
+        bytes.extend(frame(
+            false,
+            OpCode::Continuation,
+            b"\xce\xba\xe1\xbd\xb9\xf4\x90",
+        ));
+        let mut decoder = server();
+        let mut buf = BytesMut::from(&bytes[..split]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(&bytes[split..]);
+        assert_eq!(decoder.decode(&mut buf), Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn invalid_utf8_fails_before_its_frame_is_complete() {
+        // One frame, delivered in chunks: the bad byte is in the second chunk (Autobahn 6.4.3).
+        let mut text = b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5".to_vec();
+        text.extend_from_slice(b"\xf4\x90\x80\x80");
+        text.extend_from_slice(b"edited");
+        let bytes = frame(true, OpCode::Text, &text);
+        let header_len = bytes.len() - text.len();
+        let mut decoder = server();
+        let mut buf = BytesMut::from(&bytes[..header_len + 11]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(&bytes[header_len + 11..header_len + 13]);
+        assert_eq!(decoder.decode(&mut buf), Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn a_text_message_ending_inside_a_character_fails() {
+        let bytes = frame(true, OpCode::Text, &"€".as_bytes()[..2]);
+        assert_eq!(
+            decode_all(&mut server(), &bytes),
+            Err(ProtocolError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn binary_messages_are_not_utf8_checked() {
+        let out = decode_all(&mut server(), &frame(true, OpCode::Binary, b"\xff\xfe")).unwrap();
+        assert_eq!(out, vec![Decoded::Binary(Bytes::from_static(b"\xff\xfe"))]);
+    }
+
+    #[test]
+    fn fragmentation_errors() {
+        let cont = frame(true, OpCode::Continuation, b"x");
+        assert_eq!(
+            decode_all(&mut server(), &cont),
+            Err(ProtocolError::UnexpectedContinuation)
+        );
+        let mut two_starts = frame(false, OpCode::Text, b"a");
+        two_starts.extend(frame(true, OpCode::Text, b"b"));
+        assert_eq!(
+            decode_all(&mut server(), &two_starts),
+            Err(ProtocolError::ExpectedContinuation)
+        );
+    }
+
+    #[test]
+    fn masking_rules_per_role() {
+        let unmasked = [0x81, 0x01, b'a'];
+        assert_eq!(
+            decode_all(&mut server(), &unmasked),
+            Err(ProtocolError::UnmaskedFrame)
+        );
+        let mut client = Decoder::new(DecoderConfig {
+            role: Role::Client,
+            ..*server().config()
+        });
+        assert_eq!(
+            decode_all(&mut client, &unmasked).unwrap(),
+            vec![Decoded::Text("a".into())]
+        );
+        let masked = frame(true, OpCode::Text, b"a");
+        let mut client = Decoder::new(DecoderConfig {
+            role: Role::Client,
+            ..*server().config()
+        });
+        assert_eq!(
+            decode_all(&mut client, &masked),
+            Err(ProtocolError::MaskedFrame)
+        );
+    }
+
+    #[test]
+    fn reserved_bits_are_rejected() {
+        for bit in [0x40, 0x20, 0x10] {
+            let mut bytes = frame(true, OpCode::Text, b"a");
+            bytes[0] |= bit;
+            assert_eq!(
+                decode_all(&mut server(), &bytes),
+                Err(ProtocolError::ReservedBits)
+            );
+        }
+    }
+
+    #[test]
+    fn limits_fail_at_the_header_before_any_payload() {
+        let mut decoder = Decoder::new(DecoderConfig {
+            role: Role::Server,
+            max_frame_size: 100,
+            max_message_size: 150,
+        });
+        let big = frame(true, OpCode::Binary, &[0; 101]);
+        let mut buf = BytesMut::from(&big[..8]); // header and mask only
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Err(ProtocolError::FrameTooLarge {
+                size: 101,
+                max: 100
+            })
+        );
+
+        let mut decoder = Decoder::new(*decoder.config());
+        let mut bytes = frame(false, OpCode::Binary, &[0; 100]);
+        bytes.extend(frame(true, OpCode::Continuation, &[0; 51]));
+        let err = decode_all(&mut decoder, &bytes).unwrap_err();
+        assert_eq!(
+            err,
+            ProtocolError::MessageTooLarge {
+                size: 151,
+                max: 150
+            }
+        );
+        assert_eq!(err.close_code(), CloseCode::MESSAGE_TOO_BIG);
+    }
+
+    #[test]
+    fn a_message_exactly_at_the_limit_is_accepted() {
+        let mut decoder = Decoder::new(DecoderConfig {
+            role: Role::Server,
+            max_frame_size: 100,
+            max_message_size: 100,
+        });
+        let out = decode_all(&mut decoder, &frame(true, OpCode::Binary, &[7; 100])).unwrap();
+        assert_eq!(out, vec![Decoded::Binary(vec![7; 100].into())]);
+    }
+
+    #[test]
+    fn close_frames() {
+        let empty = decode_all(&mut server(), &frame(true, OpCode::Close, b"")).unwrap();
+        assert_eq!(empty, vec![Decoded::Close(None)]);
+        let payload = encode_payload(CloseCode(4001), "bye");
+        let coded = decode_all(&mut server(), &frame(true, OpCode::Close, &payload)).unwrap();
+        assert_eq!(
+            coded,
+            vec![Decoded::Close(Some(CloseFrame {
+                code: CloseCode(4001),
+                reason: "bye".into()
+            }))]
+        );
+        let one_byte = frame(true, OpCode::Close, b"\x03");
+        assert_eq!(
+            decode_all(&mut server(), &one_byte),
+            Err(ProtocolError::InvalidClosePayload)
+        );
+        let bad_code = frame(true, OpCode::Close, b"\x03\xed");
+        assert_eq!(
+            decode_all(&mut server(), &bad_code),
+            Err(ProtocolError::InvalidCloseCode(1005))
+        );
+    }
+
+    #[test]
+    fn an_unfragmented_message_is_a_slice_of_the_read_buffer() {
+        let bytes = frame(true, OpCode::Binary, &[1; 64]);
+        let mut buf = BytesMut::from(&bytes[..]);
+        let base = buf.as_ptr() as usize;
+        let Some(Decoded::Binary(payload)) = server().decode(&mut buf).unwrap() else {
+            panic!("expected a binary message");
+        };
+        assert_eq!(
+            payload.as_ptr() as usize,
+            base + 6,
+            "no copy: the payload follows its header"
+        );
+    }
+
+    #[test]
+    fn bytes_wanted_reports_the_rest_of_the_frame() {
+        let bytes = frame(true, OpCode::Binary, &[0; 1000]);
+        let mut decoder = server();
+        let mut buf = BytesMut::from(&bytes[..100]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        assert_eq!(decoder.bytes_wanted(buf.len()), 1000 - 92);
+    }
+}
