@@ -1,0 +1,642 @@
+//! The per-connection task: read, decode, dispatch, write, keep alive, close.
+//!
+//! One hand-written `poll` loop drives everything, so that a partial write, a read, a command
+//! from a handle and a timer can never cancel one another's progress:
+//!
+//! 1. take the frames and the command that handles queued (see [`Shared`]);
+//! 2. write queued frames with vectored writes, as many per system call as fit;
+//! 3. read what the socket has and decode it in place; hand whole messages to the callbacks,
+//!    answer pings, run the close handshake, fail the connection on a protocol error;
+//! 4. fire the keepalive, idle and close timers.
+//!
+//! It ends when the close handshake is done (and the TCP socket closed after it), when the
+//! peer vanishes, or when a handle aborts it; the socket is closed before
+//! [`Callbacks::on_end`] runs.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::queue::{Command, Shared};
+use crate::limits::Limits;
+use crate::proto::{
+    CloseCode, CloseFrame, Decoded, Decoder, DecoderConfig, OpCode, OutFrame, Role,
+};
+
+/// How the driver runs one connection.
+#[derive(Clone, Debug)]
+pub(crate) struct DriverConfig {
+    pub(crate) role: Role,
+    pub(crate) decoder: DecoderConfig,
+    pub(crate) keepalive_interval: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) close_timeout: Duration,
+}
+
+impl DriverConfig {
+    pub(crate) fn new(role: Role, limits: &Limits) -> DriverConfig {
+        DriverConfig {
+            role,
+            decoder: DecoderConfig {
+                role,
+                max_frame_size: limits.max_frame_size,
+                max_message_size: limits.max_message_size,
+            },
+            keepalive_interval: limits.keepalive_interval,
+            idle_timeout: limits.idle_timeout,
+            close_timeout: limits.close_timeout,
+        }
+    }
+}
+
+/// A complete data message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Incoming {
+    /// From a text frame: valid UTF-8.
+    Text(Bytes),
+    /// From a binary frame.
+    Binary(Bytes),
+}
+
+/// How a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Ending {
+    /// The peer's close code; 1005 if its close frame had none; 1006 if there was no close
+    /// frame; the code we sent if we failed the connection.
+    pub(crate) code: CloseCode,
+    /// The peer's reason, or ours when we failed the connection. May be empty.
+    pub(crate) reason: String,
+    /// Whether both close frames were exchanged.
+    pub(crate) was_clean: bool,
+    /// What went wrong, when something did.
+    pub(crate) cause: Option<String>,
+}
+
+impl Ending {
+    fn abnormal(cause: impl Into<String>) -> Ending {
+        Ending {
+            code: CloseCode::ABNORMAL,
+            reason: String::new(),
+            was_clean: false,
+            cause: Some(cause.into()),
+        }
+    }
+}
+
+/// What the layer above plugs into the driver.
+pub(crate) trait Callbacks: Send {
+    /// The connection's shared state, which handles send and close through.
+    fn shared(&self) -> &Shared;
+    /// A whole message arrived. Not called once the connection is closing.
+    fn on_message(&mut self, message: Incoming);
+    /// The connection is over and its socket closed. Called exactly once, last.
+    fn on_end(self, ending: Ending);
+}
+
+/// Runs a connection to its end. `read_buf` holds bytes already read past the handshake.
+pub(crate) async fn run<S, C>(io: S, read_buf: BytesMut, config: DriverConfig, callbacks: C)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    C: Callbacks,
+{
+    let mut driver = Driver::new(io, read_buf, config, callbacks);
+    let ending = poll_fn(|cx| driver.poll_drive(cx)).await;
+    let Driver { io, callbacks, .. } = driver;
+    drop(io);
+    callbacks.shared().finish();
+    callbacks.on_end(ending);
+}
+
+/// Frames gathered into one vectored write. Enough to batch many small messages; more would
+/// only lengthen the kernel's iovec copy.
+const MAX_IOV: usize = 64;
+/// Rounds of work in one poll before yielding to the runtime, so that a busy connection
+/// cannot starve the others on its worker thread.
+const MAX_ROUNDS: usize = 32;
+/// The smallest read into a connection's own buffer.
+const MIN_READ: usize = 4 * 1024;
+/// The most reserved for one read when a large frame is in progress: memory grows with the
+/// bytes that actually arrive, not with the length a header announces.
+const MAX_READ_RESERVE: usize = 256 * 1024;
+/// Each worker thread reads into this scratch buffer when the connection has nothing
+/// buffered, and copies out only the bytes that arrived: an idle connection holds no read
+/// buffer at all.
+const SCRATCH_LEN: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
+}
+
+struct Driver<S, C> {
+    io: S,
+    config: DriverConfig,
+    decoder: Decoder,
+    callbacks: C,
+    /// Received bytes not yet decoded. Emptied (and its memory released) whenever every
+    /// complete frame in it has been handed out.
+    read_buf: BytesMut,
+    /// `read_buf` holds bytes that have not been through the decoder yet.
+    unprocessed: bool,
+    /// Frames to write, in order.
+    out: VecDeque<OutFrame>,
+    /// Bytes of `out[0]` already written. Invariant: `out_pos < out[0].wire_len()`, or 0.
+    out_pos: usize,
+    needs_flush: bool,
+
+    /// Our close frame is in `out` (or written): nothing may follow it.
+    close_sent: bool,
+    /// The peer's close frame, once it arrived (`Some(None)`: one without a code).
+    close_received: Option<Option<CloseFrame>>,
+    /// We failed the connection; this is how it ends.
+    failure: Option<Ending>,
+    /// Input is read and thrown away (after a failure, or while waiting for the peer's EOF).
+    draining: bool,
+    read_eof: bool,
+    write_shutdown: bool,
+
+    last_read: Instant,
+    ping_outstanding: bool,
+    close_deadline: Option<Instant>,
+    /// The one timer. It may be armed earlier than the next real deadline (deadlines only move
+    /// later as data arrives); when it fires early, the deadlines are checked and it is re-armed.
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: Option<Instant>,
+}
+
+impl<S, C> Driver<S, C>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    C: Callbacks,
+{
+    fn new(io: S, read_buf: BytesMut, config: DriverConfig, callbacks: C) -> Self {
+        Driver {
+            io,
+            decoder: Decoder::new(config.decoder),
+            config,
+            callbacks,
+            unprocessed: !read_buf.is_empty(),
+            read_buf,
+            out: VecDeque::new(),
+            out_pos: 0,
+            needs_flush: false,
+            close_sent: false,
+            close_received: None,
+            failure: None,
+            draining: false,
+            read_eof: false,
+            write_shutdown: false,
+            last_read: Instant::now(),
+            ping_outstanding: false,
+            close_deadline: None,
+            timer: None,
+            armed: None,
+        }
+    }
+
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
+        // Register before looking at the outbox, so that a frame queued after the look wakes us.
+        self.callbacks.shared().register(cx.waker());
+        if std::mem::take(&mut self.unprocessed) {
+            self.process_input();
+        }
+        for _ in 0..MAX_ROUNDS {
+            let mut progressed = false;
+
+            // 1. What handles queued.
+            let before = self.out.len();
+            if let Some(command) = self.callbacks.shared().take(&mut self.out) {
+                progressed = true;
+                match command {
+                    Command::Close { code, reason } => self.start_close(code, &reason),
+                    Command::Fail {
+                        code,
+                        reason,
+                        cause,
+                        discard_queued,
+                    } => self.fail(code, &reason, cause, discard_queued),
+                    Command::Abort { cause } => return Poll::Ready(Ending::abnormal(cause)),
+                }
+            }
+            progressed |= self.out.len() != before;
+
+            // 2. Write.
+            let flushed = match self.poll_write_out(cx) {
+                Poll::Ready(Ok(())) => true,
+                Poll::Ready(Err(err)) => return Poll::Ready(self.io_failed(&err)),
+                Poll::Pending => false,
+            };
+            // Our close frame is out and we owe nothing more: half-close. A server then closes
+            // the socket (RFC 6455 §7.1.1); a client and a failing endpoint wait for the peer's
+            // EOF, reading and discarding, so that an unread byte does not turn our close into
+            // a reset.
+            let owe_nothing = self.failure.is_some() || self.close_received.is_some();
+            if flushed && self.close_sent && owe_nothing && !self.write_shutdown {
+                match Pin::new(&mut self.io).poll_shutdown(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.write_shutdown = true;
+                        progressed = true;
+                    }
+                    Poll::Ready(Err(err)) => return Poll::Ready(self.io_failed(&err)),
+                    Poll::Pending => {}
+                }
+            }
+            if self.write_shutdown {
+                if let Some(ending) = self.finished_ending() {
+                    return Poll::Ready(ending);
+                }
+            }
+
+            // 3. Read.
+            if !self.read_eof {
+                match self.poll_read_some(cx) {
+                    Poll::Ready(Ok(0)) => {
+                        self.read_eof = true;
+                        progressed = true;
+                        if let Some(ending) = self.on_eof() {
+                            return Poll::Ready(ending);
+                        }
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        progressed = true;
+                        self.last_read = Instant::now();
+                        self.ping_outstanding = false;
+                        self.process_input();
+                    }
+                    Poll::Ready(Err(err)) => return Poll::Ready(self.io_failed(&err)),
+                    Poll::Pending => {}
+                }
+            }
+
+            // 4. Timers.
+            match self.poll_timers(cx) {
+                Poll::Ready(Some(ending)) => return Poll::Ready(ending),
+                Poll::Ready(None) => progressed = true,
+                Poll::Pending => {}
+            }
+
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Decodes everything in `read_buf` and acts on it.
+    fn process_input(&mut self) {
+        if self.draining {
+            self.read_buf = BytesMut::new();
+            return;
+        }
+        loop {
+            let decoded = match self.decoder.decode(&mut self.read_buf) {
+                Ok(Some(decoded)) => decoded,
+                Ok(None) => break,
+                Err(err) => {
+                    let cause = err.to_string();
+                    let code = err.close_code();
+                    // Replies to the messages before the bad frame were accepted: they go first.
+                    self.fail(code, &cause, format!("protocol error: {cause}"), false);
+                    break;
+                }
+            };
+            match decoded {
+                Decoded::Text(payload) => self.deliver(Incoming::Text(payload)),
+                Decoded::Binary(payload) => self.deliver(Incoming::Binary(payload)),
+                Decoded::Ping(payload) => {
+                    // RFC 6455 §5.5.2: answer with a pong carrying the same payload, unless
+                    // our close frame is already queued (nothing may follow it).
+                    if !self.close_sent {
+                        self.queue_pong(payload);
+                    }
+                }
+                Decoded::Pong(_) => {}
+                Decoded::Close(frame) => {
+                    self.on_close_frame(frame);
+                    break;
+                }
+            }
+            if self.draining {
+                break;
+            }
+        }
+        if self.read_buf.is_empty() || self.draining {
+            // Release the buffer: the messages handed out keep their own slices of it alive.
+            self.read_buf = BytesMut::new();
+        }
+    }
+
+    fn deliver(&mut self, message: Incoming) {
+        // Once closing (terminate() was called, or a callback failed), messages still in the
+        // buffer are dropped: the application has said it is done with this connection.
+        if !self.close_sent && self.callbacks.shared().status() == super::Status::Connected {
+            self.callbacks.on_message(message);
+        }
+    }
+
+    fn on_close_frame(&mut self, frame: Option<CloseFrame>) {
+        let code = frame.as_ref().map(|f| f.code);
+        self.close_received = Some(frame);
+        // Nothing after a close frame is read as frames (RFC 6455 §5.5.1).
+        self.draining = true;
+        if !self.close_sent {
+            // The peer started the close handshake: send what was queued, then echo its code.
+            let mut pending = VecDeque::new();
+            self.callbacks.shared().begin_closing(&mut pending);
+            self.out.append(&mut pending);
+            let payload = match code {
+                Some(code) => crate::proto::close::encode_payload(code, ""),
+                None => Bytes::new(),
+            };
+            self.queue_close_frame(payload);
+        }
+    }
+
+    /// Starts the close handshake on the application's request.
+    fn start_close(&mut self, code: CloseCode, reason: &str) {
+        if self.close_sent {
+            return;
+        }
+        self.queue_close_frame(crate::proto::close::encode_payload(code, reason));
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): a close frame with `code` and `reason`, then the
+    /// socket is closed; no more input is decoded. Frames already queued go out first, unless
+    /// `discard_queued` (for a peer that does not read them). `cause` is kept for the local
+    /// error report.
+    fn fail(&mut self, code: CloseCode, reason: &str, cause: String, discard_queued: bool) {
+        if self.failure.is_some() {
+            return;
+        }
+        self.draining = true;
+        self.read_buf = BytesMut::new();
+        if !self.close_sent {
+            let mut pending = VecDeque::new();
+            self.callbacks.shared().begin_closing(&mut pending);
+            self.out.append(&mut pending);
+            if discard_queued {
+                // A frame partly written must be finished, or the stream would be corrupt.
+                let keep = usize::from(self.out_pos > 0);
+                let dropped: usize = self.out.drain(keep..).map(|f| f.payload().len()).sum();
+                self.callbacks.shared().release(dropped);
+            }
+            self.queue_close_frame(crate::proto::close::encode_payload(code, reason));
+        }
+        self.failure = Some(Ending {
+            code,
+            reason: crate::proto::close::truncate_reason(reason).to_owned(),
+            was_clean: false,
+            cause: Some(cause),
+        });
+    }
+
+    fn queue_close_frame(&mut self, payload: Bytes) {
+        self.queue_internal(OpCode::Close, payload);
+        self.close_sent = true;
+        self.close_deadline = Some(Instant::now() + self.config.close_timeout);
+    }
+
+    /// Queues a pong, within the outgoing budget: a peer that floods pings and never reads
+    /// the pongs fills its budget and is closed with 1008 like any other peer that does not read.
+    fn queue_pong(&mut self, payload: Bytes) {
+        if self.callbacks.shared().over_budget() {
+            self.fail(
+                CloseCode::POLICY_VIOLATION,
+                "outgoing buffer limit exceeded",
+                "outgoing buffer limit exceeded by pongs to a peer that does not read".to_owned(),
+                true,
+            );
+        } else {
+            self.queue_internal(OpCode::Pong, payload);
+        }
+    }
+
+    /// Queues a frame the protocol owes (pong, close, keepalive ping).
+    fn queue_internal(&mut self, opcode: OpCode, payload: Bytes) {
+        let frame = OutFrame::new(self.config.role, opcode, payload, rand::random);
+        self.callbacks.shared().charge(frame.payload().len());
+        self.out.push_back(frame);
+    }
+
+    /// The ending once our write side is shut, if nothing more needs to be read.
+    fn finished_ending(&mut self) -> Option<Ending> {
+        if let Some(failure) = &self.failure {
+            // Waiting for the peer's EOF (draining) unless it came already.
+            return self.read_eof.then(|| failure.clone());
+        }
+        let frame = self.close_received.as_ref()?;
+        if self.config.role == Role::Client && !self.read_eof {
+            // RFC 6455 §7.1.1: the client waits for the server to close the TCP connection.
+            self.draining = true;
+            return None;
+        }
+        Some(clean_ending(frame))
+    }
+
+    fn on_eof(&mut self) -> Option<Ending> {
+        if let Some(failure) = &self.failure {
+            return Some(failure.clone());
+        }
+        match &self.close_received {
+            Some(frame) if self.write_shutdown || self.out.is_empty() => Some(clean_ending(frame)),
+            // The peer's close arrived and it hung up before our reply was written.
+            Some(frame) => Some(Ending {
+                was_clean: false,
+                ..clean_ending(frame)
+            }),
+            None => Some(Ending::abnormal(if self.close_sent {
+                "connection closed by the peer before its close frame"
+            } else {
+                "connection closed by the peer without a close frame"
+            })),
+        }
+    }
+
+    fn io_failed(&mut self, err: &io::Error) -> Ending {
+        match &self.failure {
+            Some(failure) => failure.clone(),
+            None => Ending::abnormal(format!("connection error: {err}")),
+        }
+    }
+
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut count = 0;
+            for (i, frame) in self.out.iter().enumerate() {
+                if count + 2 > MAX_IOV {
+                    break;
+                }
+                let (head, payload) = (frame.head(), &frame.payload()[..]);
+                let skip = if i == 0 { self.out_pos } else { 0 };
+                if skip < head.len() {
+                    iov[count] = IoSlice::new(&head[skip..]);
+                    count += 1;
+                }
+                let skip = skip.saturating_sub(head.len());
+                if skip < payload.len() {
+                    iov[count] = IoSlice::new(&payload[skip..]);
+                    count += 1;
+                }
+            }
+            let written = if count == 0 {
+                // Only empty frames would be possible here, and every frame has a header.
+                0
+            } else {
+                std::task::ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &iov[..count]))?
+            };
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(written);
+            self.needs_flush = true;
+        }
+        if self.needs_flush {
+            std::task::ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.needs_flush = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Marks `written` bytes of `out` as written and returns their budget.
+    fn advance(&mut self, mut written: usize) {
+        let mut released = 0;
+        while let Some(front) = self.out.front() {
+            let rest = front.wire_len() - self.out_pos;
+            if written < rest {
+                self.out_pos += written;
+                break;
+            }
+            written -= rest;
+            released += front.payload().len();
+            self.out.pop_front();
+            self.out_pos = 0;
+        }
+        self.callbacks.shared().release(released);
+    }
+
+    fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let wanted = self.decoder.bytes_wanted(self.read_buf.len());
+        let io = Pin::new(&mut self.io);
+        if self.draining || (self.read_buf.is_empty() && wanted < SCRATCH_LEN) {
+            let draining = self.draining;
+            let read_buf = &mut self.read_buf;
+            return SCRATCH.with_borrow_mut(|scratch| {
+                let mut buf = ReadBuf::new(scratch);
+                std::task::ready!(io.poll_read(cx, &mut buf))?;
+                if !draining {
+                    read_buf.extend_from_slice(buf.filled());
+                }
+                Poll::Ready(Ok(buf.filled().len()))
+            });
+        }
+        self.read_buf
+            .reserve(wanted.clamp(MIN_READ, MAX_READ_RESERVE));
+        tokio_util::io::poll_read_buf(io, cx, &mut self.read_buf)
+    }
+
+    /// `Ready(Some)`: the connection ends. `Ready(None)`: a timer did something.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<Option<Ending>> {
+        let now = Instant::now();
+        let mut acted = false;
+        if let Some(deadline) = self.close_deadline {
+            if now >= deadline {
+                return Poll::Ready(Some(self.close_timed_out()));
+            }
+        } else {
+            if let Some(idle) = self.config.idle_timeout {
+                if now >= self.last_read + idle {
+                    return Poll::Ready(Some(Ending::abnormal(format!(
+                        "no data from the peer for {} s (idle timeout)",
+                        idle.as_secs_f64()
+                    ))));
+                }
+            }
+            if let Some(interval) = self.config.keepalive_interval {
+                if !self.ping_outstanding && now >= self.last_read + interval {
+                    self.ping_outstanding = true;
+                    self.queue_internal(OpCode::Ping, Bytes::from_static(b"ferrosock"));
+                    acted = true;
+                }
+            }
+        }
+
+        if let Some(next) = self.next_deadline() {
+            if self.armed.is_none_or(|armed| armed > next) {
+                match &mut self.timer {
+                    Some(timer) => timer.as_mut().reset(next),
+                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(next))),
+                }
+                self.armed = Some(next);
+            }
+        }
+        if let (Some(timer), Some(_)) = (&mut self.timer, self.armed) {
+            if std::future::Future::poll(timer.as_mut(), cx).is_ready() {
+                self.armed = None;
+                acted = true;
+            }
+        }
+        if acted {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        if self.close_deadline.is_some() {
+            return self.close_deadline;
+        }
+        let idle = self.config.idle_timeout.map(|d| self.last_read + d);
+        let ping = match self.config.keepalive_interval {
+            Some(d) if !self.ping_outstanding => Some(self.last_read + d),
+            _ => None,
+        };
+        match (idle, ping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn close_timed_out(&self) -> Ending {
+        if let Some(failure) = &self.failure {
+            return failure.clone();
+        }
+        match &self.close_received {
+            Some(frame) => Ending {
+                was_clean: false,
+                ..clean_ending(frame)
+            },
+            None => Ending::abnormal(format!(
+                "no close frame from the peer within {} s",
+                self.config.close_timeout.as_secs_f64()
+            )),
+        }
+    }
+}
+
+/// The ending of a completed close handshake, from the peer's close frame.
+fn clean_ending(frame: &Option<CloseFrame>) -> Ending {
+    match frame {
+        Some(frame) => Ending {
+            code: frame.code,
+            reason: frame.reason.clone(),
+            was_clean: true,
+            cause: None,
+        },
+        None => Ending {
+            code: CloseCode::NO_STATUS,
+            reason: String::new(),
+            was_clean: true,
+            cause: None,
+        },
+    }
+}

@@ -1,0 +1,155 @@
+//! The one error type of the crate.
+
+use std::fmt;
+
+/// A boxed error from a lower layer (I/O, JSON, TLS...).
+type Source = Box<dyn std::error::Error + Send + Sync>;
+
+/// An error from ferrosock: a [`kind`](Error::kind) to match on, a message, and the
+/// underlying error, if any, as its [`source`](std::error::Error::source).
+///
+/// The message (the `Display` text) is meant for people and is not part of the API.
+///
+/// ```
+/// use ferrosock::{Error, ErrorKind};
+/// fn retry_later(err: &Error) -> bool {
+///     err.kind() == ErrorKind::BufferFull
+/// }
+/// ```
+pub struct Error {
+    inner: Box<ErrorImpl>,
+}
+
+struct ErrorImpl {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Source>,
+}
+
+/// What kind of error happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Reading, writing, binding or accepting failed.
+    Io,
+    /// The web server is not running (creating a WebSocket server on it, for one).
+    NotStarted,
+    /// Another WebSocket server already has this path on the web server.
+    PathInUse,
+    /// Sending on a connection that is not `Connected`.
+    NotConnected,
+    /// The message would exceed the connection's outgoing byte budget
+    /// ([`Limits::max_outgoing_bytes`](crate::Limits::max_outgoing_bytes)).
+    BufferFull,
+    /// An argument out of its range: a close code, a reason too long, a bad option.
+    InvalidArgument,
+    /// A message could not be parsed as JSON (`DataType::Object`).
+    Json,
+    /// The peer broke the WebSocket protocol.
+    Protocol,
+    /// The opening handshake failed.
+    Handshake,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            inner: Box::new(ErrorImpl {
+                kind,
+                message: message.into(),
+                source: None,
+            }),
+        }
+    }
+
+    pub(crate) fn with_source(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        source: impl Into<Source>,
+    ) -> Error {
+        let mut err = Error::new(kind, message);
+        err.inner.source = Some(source.into());
+        err
+    }
+
+    /// What kind of error this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The message would exceed the connection's outgoing byte budget.
+    pub fn is_buffer_full(&self) -> bool {
+        self.kind() == ErrorKind::BufferFull
+    }
+
+    /// The connection was not `Connected`.
+    pub fn is_not_connected(&self) -> bool {
+        self.kind() == ErrorKind::NotConnected
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("Error");
+        s.field("kind", &self.inner.kind);
+        s.field("message", &self.inner.message);
+        if let Some(source) = &self.inner.source {
+            s.field("source", source);
+        }
+        s.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.inner.message)?;
+        if let Some(source) = &self.inner.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source.as_deref().map(|s| s as _)
+    }
+}
+
+impl From<crate::conn::SendError> for Error {
+    fn from(err: crate::conn::SendError) -> Error {
+        match err {
+            crate::conn::SendError::NotConnected(status) => Error::new(
+                ErrorKind::NotConnected,
+                format!("cannot send: the connection is {status}"),
+            ),
+            crate::conn::SendError::BufferFull { buffered, budget } => Error::new(
+                ErrorKind::BufferFull,
+                format!("cannot send: {buffered} bytes already queued (budget {budget})"),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_send_sync_and_one_pointer_wide() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Error>();
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn display_includes_the_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let err = Error::with_source(ErrorKind::Io, "cannot listen on 127.0.0.1:1", io);
+        assert_eq!(
+            err.to_string(),
+            "cannot listen on 127.0.0.1:1: address in use"
+        );
+        assert!(std::error::Error::source(&err).is_some());
+    }
+}

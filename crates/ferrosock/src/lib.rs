@@ -1,0 +1,86 @@
+//! ferrosock: a WebSocket server (and, soon, client) for Rust whose API is modelled on the 4D
+//! language's `WebSocketServer`, `WebSocketConnection` and `WebSocket` classes, on an RFC 6455
+//! stack built for conformance and speed.
+//!
+//! ```text
+//!   server::WebServer (hyper HTTP/1.1)         static files · 404 · upgrade routing by path
+//!         │ Upgrade: websocket
+//!   server::WebSocketServer ── on_connection(request) ──▶ None → 403
+//!         │ Some(handler) → 101
+//!         ▼
+//!   conn: one driver task per connection      read → decode → callbacks; send → write queue
+//!         │                                    keepalive · close handshake · limits
+//!         ▼
+//!   proto: sans-IO RFC 6455                    frames · masking · UTF-8 · close codes · handshake
+//! ```
+//!
+//! Layers point down only: `proto` knows no I/O, `conn` knows no 4D API.
+//!
+//! # Example: the uppercase server of the 4D documentation
+//!
+//! ```no_run
+//! use ferrosock::{ConnectionEvent, ConnectionHandler, MessageEvent, ServerHandler, ServerOptions};
+//! use ferrosock::{WebServer, WebServerOptions, WebSocketConnection, WebSocketServer};
+//!
+//! struct MyServerHandler;
+//! struct MyConnectionHandler;
+//!
+//! impl ServerHandler for MyServerHandler {
+//!     type Connection = MyConnectionHandler;
+//!     // Called for each client before the handshake is answered; None refuses it (403).
+//!     fn on_connection(&self, _: &WebSocketServer<Self>, _: ConnectionEvent) -> Option<MyConnectionHandler> {
+//!         Some(MyConnectionHandler)
+//!     }
+//! }
+//!
+//! impl ConnectionHandler for MyConnectionHandler {
+//!     type Server = MyServerHandler;
+//!     fn on_message(&self, ws: &WebSocketConnection<MyServerHandler>, event: MessageEvent) {
+//!         // Resend the message in uppercase.
+//!         let _ = ws.send(event.data.to_text().to_uppercase());
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), ferrosock::Error> {
+//!     let web = WebServer::start(WebServerOptions::default().listen("127.0.0.1:8080")).await?;
+//!     let _wss = WebSocketServer::new(&web, MyServerHandler, ServerOptions::default())?;
+//!     tokio::signal::ctrl_c().await.ok();
+//!     web.stop().await; // closes every client with 1001
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Behaviour
+//! The exact semantics (callback order, close codes and reasons, limits) are those of the
+//! project's specification; the items' docs state them where they apply.
+//! - Callbacks of one connection never run concurrently and run in event order.
+//! - `send` never blocks; a peer that does not read costs only its own byte budget
+//!   ([`Limits::max_outgoing_bytes`]).
+//! - A panic in a callback closes only that connection, with 1011.
+//! - Every limit has a default and a knob ([`Limits`], [`ServerOptions`], [`WebServerOptions`]).
+#![deny(missing_docs, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod conn;
+mod error;
+mod event;
+mod limits;
+mod message;
+pub mod proto;
+mod server;
+
+pub use bytes::Bytes;
+pub use bytestring::ByteString;
+pub use conn::Status;
+pub use error::{Error, ErrorKind};
+pub use event::{
+    ConnectionEvent, ErrorEvent, ErrorInfo, MessageEvent, OpenEvent, ServerTerminateEvent,
+    TerminateEvent,
+};
+pub use limits::{BackpressurePolicy, Limits};
+pub use message::{DataType, Message};
+pub use server::{
+    ConnectionHandler, Params, Request, ServerHandler, ServerOptions, Terminating, WebServer,
+    WebServerOptions, WebSocketConnection, WebSocketServer,
+};

@@ -1,0 +1,274 @@
+//! Messages as the application sees them, and the data types they are converted to.
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use crate::conn::Incoming;
+use crate::proto::OpCode;
+
+/// How received messages are handed to `on_message` (4D's `dataType`).
+///
+/// The conversion depends only on this setting, not on the frame's type, except for `Auto`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DataType {
+    /// Every message as [`Message::Text`]; binary payloads are decoded as UTF-8, invalid
+    /// sequences replaced with U+FFFD. The default.
+    #[default]
+    Text,
+    /// Every message as [`Message::Blob`] (its bytes).
+    Blob,
+    /// Every message parsed as JSON into [`Message::Object`]. A message that is not JSON is
+    /// not delivered: `on_error` reports the parse error and the connection stays open.
+    Object,
+    /// A ferrosock extension: text frames as [`Message::Text`], binary frames as
+    /// [`Message::Blob`] — what an echo server or a proxy wants.
+    Auto,
+}
+
+impl DataType {
+    /// The 4D name: `"text"`, `"blob"`, `"object"` (and `"auto"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Text => "text",
+            DataType::Blob => "blob",
+            DataType::Object => "object",
+            DataType::Auto => "auto",
+        }
+    }
+}
+
+impl std::str::FromStr for DataType {
+    type Err = crate::Error;
+
+    /// Parses a 4D name, case-insensitively.
+    ///
+    /// ```
+    /// use ferrosock::DataType;
+    /// assert_eq!("blob".parse::<DataType>().unwrap(), DataType::Blob);
+    /// assert!("xml".parse::<DataType>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<DataType, crate::Error> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(DataType::Text),
+            "blob" => Ok(DataType::Blob),
+            "object" => Ok(DataType::Object),
+            "auto" => Ok(DataType::Auto),
+            _ => Err(crate::Error::new(
+                crate::ErrorKind::InvalidArgument,
+                format!("unknown data type {s:?} (expected text, blob, object or auto)"),
+            )),
+        }
+    }
+}
+
+/// A message, received or to send.
+///
+/// What `send` puts on the wire follows the variant, whatever the data type: `Text` is a text
+/// frame, `Blob` a binary frame, `Object` a text frame holding its JSON.
+///
+/// ```
+/// use ferrosock::Message;
+/// let text = Message::from("hello");
+/// assert_eq!(text.as_text(), Some("hello"));
+/// let blob = Message::from(vec![1u8, 2, 3]);
+/// assert_eq!(blob.as_blob().map(|b| b.len()), Some(3));
+/// let object = Message::from(serde_json::json!({"n": 1}));
+/// assert_eq!(object.to_text(), r#"{"n":1}"#);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    /// UTF-8 text.
+    Text(ByteString),
+    /// Bytes.
+    Blob(Bytes),
+    /// A JSON value.
+    Object(serde_json::Value),
+}
+
+impl Message {
+    /// The text, if this is a `Text` message.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Message::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The bytes, if this is a `Blob` message.
+    pub fn as_blob(&self) -> Option<&Bytes> {
+        match self {
+            Message::Blob(bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// The value, if this is an `Object` message.
+    pub fn as_object(&self) -> Option<&serde_json::Value> {
+        match self {
+            Message::Object(value) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The message as text whatever its variant: a blob decoded as UTF-8 (lossy), an object
+    /// as its JSON.
+    pub fn to_text(&self) -> String {
+        match self {
+            Message::Text(text) => text.to_string(),
+            Message::Blob(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            Message::Object(value) => value.to_string(),
+        }
+    }
+
+    /// The frame opcode and payload that carry this message.
+    pub(crate) fn into_frame(self) -> (OpCode, Bytes) {
+        match self {
+            Message::Text(text) => (OpCode::Text, text.into_bytes()),
+            Message::Blob(bytes) => (OpCode::Binary, bytes),
+            Message::Object(value) => (
+                OpCode::Text,
+                serde_json::to_vec(&value)
+                    .expect("a serde_json::Value always serialises")
+                    .into(),
+            ),
+        }
+    }
+
+    /// Converts a received message to `data_type` (SPEC §3).
+    pub(crate) fn convert(incoming: Incoming, data_type: DataType) -> serde_json::Result<Message> {
+        Ok(match (data_type, incoming) {
+            (DataType::Text | DataType::Auto, Incoming::Text(bytes)) => Message::Text(text(bytes)),
+            (DataType::Text, Incoming::Binary(bytes)) => Message::Text(lossy_text(bytes)),
+            (DataType::Blob, Incoming::Text(bytes) | Incoming::Binary(bytes))
+            | (DataType::Auto, Incoming::Binary(bytes)) => Message::Blob(bytes),
+            (DataType::Object, Incoming::Text(bytes) | Incoming::Binary(bytes)) => {
+                Message::Object(serde_json::from_slice(&bytes)?)
+            }
+        })
+    }
+}
+
+/// Bytes known to be UTF-8 (the decoder validated them).
+fn text(bytes: Bytes) -> ByteString {
+    ByteString::try_from(bytes).unwrap_or_else(|_| unreachable!("validated as UTF-8 before"))
+}
+
+/// Bytes decoded as UTF-8, invalid sequences replaced; no copy when they are valid.
+fn lossy_text(bytes: Bytes) -> ByteString {
+    match String::from_utf8_lossy(&bytes) {
+        std::borrow::Cow::Owned(replaced) => ByteString::from(replaced),
+        std::borrow::Cow::Borrowed(_) => text(bytes),
+    }
+}
+
+impl From<&str> for Message {
+    fn from(text: &str) -> Message {
+        Message::Text(ByteString::from(text))
+    }
+}
+
+impl From<String> for Message {
+    fn from(text: String) -> Message {
+        Message::Text(ByteString::from(text))
+    }
+}
+
+impl From<ByteString> for Message {
+    fn from(text: ByteString) -> Message {
+        Message::Text(text)
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(bytes: Bytes) -> Message {
+        Message::Blob(bytes)
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(bytes: Vec<u8>) -> Message {
+        Message::Blob(bytes.into())
+    }
+}
+
+impl From<&[u8]> for Message {
+    fn from(bytes: &[u8]) -> Message {
+        Message::Blob(Bytes::copy_from_slice(bytes))
+    }
+}
+
+impl From<serde_json::Value> for Message {
+    fn from(value: serde_json::Value) -> Message {
+        Message::Object(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn convert(incoming: Incoming, data_type: DataType) -> Message {
+        Message::convert(incoming, data_type).unwrap()
+    }
+
+    #[test]
+    fn conversions_follow_the_data_type() {
+        let text = || Incoming::Text(Bytes::from_static(b"{\"a\":1}"));
+        let binary = || Incoming::Binary(Bytes::from_static(b"\xff{}"));
+        assert_eq!(convert(text(), DataType::Text), Message::from("{\"a\":1}"));
+        assert_eq!(
+            convert(binary(), DataType::Text),
+            Message::from("\u{FFFD}{}")
+        );
+        assert_eq!(
+            convert(text(), DataType::Blob),
+            Message::from(b"{\"a\":1}".to_vec())
+        );
+        assert_eq!(
+            convert(binary(), DataType::Blob),
+            Message::from(b"\xff{}".to_vec())
+        );
+        assert_eq!(convert(text(), DataType::Auto), Message::from("{\"a\":1}"));
+        assert_eq!(
+            convert(binary(), DataType::Auto),
+            Message::from(b"\xff{}".to_vec())
+        );
+        assert_eq!(
+            convert(text(), DataType::Object),
+            Message::from(serde_json::json!({"a": 1}))
+        );
+        let binary_json = Incoming::Binary(Bytes::from_static(b"[1,2]"));
+        assert_eq!(
+            convert(binary_json, DataType::Object),
+            Message::from(serde_json::json!([1, 2]))
+        );
+        assert!(Message::convert(binary(), DataType::Object).is_err());
+    }
+
+    #[test]
+    fn the_frame_follows_the_variant() {
+        assert_eq!(
+            Message::from("é").into_frame(),
+            (OpCode::Text, Bytes::from("é"))
+        );
+        assert_eq!(
+            Message::from(vec![1]).into_frame(),
+            (OpCode::Binary, Bytes::from(vec![1]))
+        );
+        let object = Message::from(serde_json::json!({"k": [true, null]}));
+        assert_eq!(
+            object.into_frame(),
+            (OpCode::Text, Bytes::from(r#"{"k":[true,null]}"#))
+        );
+    }
+
+    #[test]
+    fn valid_binary_text_is_not_copied() {
+        let bytes = Bytes::from(b"plain ascii".to_vec());
+        let ptr = bytes.as_ptr();
+        let Message::Text(text) = convert(Incoming::Binary(bytes), DataType::Text) else {
+            panic!("expected text");
+        };
+        assert_eq!(text.as_ptr(), ptr);
+    }
+}

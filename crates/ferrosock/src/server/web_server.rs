@@ -1,0 +1,518 @@
+//! `WebServer`: the HTTP/1.1 server WebSocket servers attach to (4D's web server). It serves
+//! static files and embedded assets, answers 404 for the rest, and routes WebSocket upgrades by
+//! path to the attached [`WebSocketServer`](super::WebSocketServer)s.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+use tower_http::services::ServeDir;
+
+use super::websocket_server::Terminating;
+use super::ServerStream;
+use crate::error::{Error, ErrorKind};
+use crate::proto::handshake;
+
+/// Options of a [`WebServer`].
+///
+/// ```
+/// use ferrosock::WebServerOptions;
+/// let options = WebServerOptions::default()
+///     .listen("0.0.0.0:8080")
+///     .static_dir("public")
+///     .asset("/", "text/html; charset=utf-8", &b"<h1>hello</h1>"[..]);
+/// assert_eq!(options.listen, "0.0.0.0:8080");
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WebServerOptions {
+    /// The address to listen on, `host:port`; port 0 picks a free port (see
+    /// [`WebServer::local_addr`]). Default: `127.0.0.1:8080`.
+    pub listen: String,
+    /// A folder whose files are served for GET and HEAD requests (`index.html` for a folder).
+    /// Paths cannot leave it. Default: none.
+    pub static_dir: Option<PathBuf>,
+    /// How long a client may take to send a complete request head (an upgrade or any other
+    /// request); slower ones are disconnected. Default: 10 s.
+    pub handshake_timeout: Duration,
+    /// How long [`WebServer::stop`] lets WebSocket close handshakes and in-flight HTTP requests
+    /// run before closing what is left. Default: 10 s.
+    pub shutdown_timeout: Duration,
+    assets: HashMap<String, Asset>,
+}
+
+#[derive(Clone, Debug)]
+struct Asset {
+    content_type: HeaderValue,
+    body: Bytes,
+}
+
+impl Default for WebServerOptions {
+    fn default() -> WebServerOptions {
+        WebServerOptions {
+            listen: "127.0.0.1:8080".to_owned(),
+            static_dir: None,
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+            assets: HashMap::new(),
+        }
+    }
+}
+
+impl WebServerOptions {
+    /// Sets [`WebServerOptions::listen`].
+    pub fn listen(mut self, addr: impl Into<String>) -> WebServerOptions {
+        self.listen = addr.into();
+        self
+    }
+
+    /// Sets [`WebServerOptions::static_dir`].
+    pub fn static_dir(mut self, dir: impl Into<PathBuf>) -> WebServerOptions {
+        self.static_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets [`WebServerOptions::handshake_timeout`].
+    pub fn handshake_timeout(mut self, timeout: Duration) -> WebServerOptions {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`WebServerOptions::shutdown_timeout`].
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> WebServerOptions {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Serves `body` at `path` (GET and HEAD), for pages built into the program. A file of
+    /// the static folder at the same path wins.
+    ///
+    /// # Panics
+    /// If `content_type` is not a valid header value.
+    pub fn asset(
+        mut self,
+        path: impl Into<String>,
+        content_type: &str,
+        body: impl Into<Bytes>,
+    ) -> WebServerOptions {
+        let content_type = HeaderValue::from_str(content_type).expect("a valid content type");
+        let asset = Asset {
+            content_type,
+            body: body.into(),
+        };
+        self.assets.insert(path.into(), asset);
+        self
+    }
+}
+
+/// An HTTP/1.1 server that WebSocket servers attach to; 4D's web server.
+///
+/// A cheap handle: clones refer to the same server. The server runs until [`stop`] is called,
+/// whether or not handles remain.
+///
+/// [`stop`]: WebServer::stop
+///
+/// ```no_run
+/// # async fn run() -> Result<(), ferrosock::Error> {
+/// use ferrosock::{WebServer, WebServerOptions};
+/// let web = WebServer::start(WebServerOptions::default().listen("127.0.0.1:0")).await?;
+/// println!("listening on {}", web.local_addr());
+/// web.stop().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct WebServer {
+    inner: Arc<WebInner>,
+}
+
+pub(crate) struct WebInner {
+    local_addr: SocketAddr,
+    running: AtomicBool,
+    routes: RwLock<Routes>,
+    static_dir: Option<ServeDir>,
+    assets: HashMap<String, Asset>,
+    handshake_timeout: Duration,
+    shutdown_timeout: Duration,
+    runtime: tokio::runtime::Handle,
+    /// Cancelled by `stop`: stop accepting, finish HTTP requests in flight.
+    stopping: CancellationToken,
+    /// Cancelled when `stop`'s grace period is over: drop HTTP connections still open.
+    forced: CancellationToken,
+    http_connections: TaskTracker,
+    accept_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Routes {
+    by_path: HashMap<String, Arc<dyn Route>>,
+    catch_all: Option<Arc<dyn Route>>,
+}
+
+/// What the web server needs of a WebSocket server, whatever its handler type.
+pub(crate) trait Route: Send + Sync + 'static {
+    /// Answers a valid upgrade request (101, 403, 503...).
+    fn upgrade(
+        self: Arc<Self>,
+        request: http::Request<Incoming>,
+        remote: SocketAddr,
+        accept: HeaderValue,
+    ) -> Response<Body>;
+
+    /// Terminates the server because the web server stops: close 1001 to every connection,
+    /// force after `grace`.
+    fn shutdown(self: Arc<Self>, grace: Duration) -> Terminating;
+}
+
+/// Every response body the web server sends.
+pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+impl WebServer {
+    /// Binds the listening socket and starts serving. Must be called inside a tokio runtime,
+    /// which runs every connection of this server.
+    ///
+    /// Fails with [`ErrorKind::Io`] if the address cannot be bound (in use, say).
+    pub async fn start(options: WebServerOptions) -> Result<WebServer, Error> {
+        let listener = TcpListener::bind(&options.listen).await.map_err(|err| {
+            Error::with_source(
+                ErrorKind::Io,
+                format!("cannot listen on {}", options.listen),
+                err,
+            )
+        })?;
+        let local_addr = listener.local_addr().map_err(|err| {
+            Error::with_source(ErrorKind::Io, "cannot read the listening address", err)
+        })?;
+        let static_dir = options
+            .static_dir
+            .as_ref()
+            .map(|dir| ServeDir::new(dir).append_index_html_on_directories(true));
+        let inner = Arc::new(WebInner {
+            local_addr,
+            running: AtomicBool::new(true),
+            routes: RwLock::new(Routes::default()),
+            static_dir,
+            assets: options.assets,
+            handshake_timeout: options.handshake_timeout,
+            shutdown_timeout: options.shutdown_timeout,
+            runtime: tokio::runtime::Handle::current(),
+            stopping: CancellationToken::new(),
+            forced: CancellationToken::new(),
+            http_connections: TaskTracker::new(),
+            accept_task: Mutex::new(None),
+        });
+        let task = tokio::spawn(accept_loop(inner.clone(), listener));
+        *inner.accept_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        tracing::info!(%local_addr, "web server started");
+        Ok(WebServer { inner })
+    }
+
+    /// The address the server listens on (with the port the system picked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Whether the server is running: from `start` until `stop` is called.
+    pub fn is_running(&self) -> bool {
+        self.inner.running.load(Ordering::Acquire)
+    }
+
+    /// Stops the server: stops listening (the port is free when this returns), terminates every
+    /// attached WebSocket server with close code 1001 (their `on_terminate` callbacks run),
+    /// and lets HTTP requests in flight finish. Whatever is still open after
+    /// [`shutdown_timeout`](WebServerOptions::shutdown_timeout) is closed. Calling it again does
+    /// nothing.
+    pub async fn stop(&self) {
+        self.inner.stop().await;
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<WebInner> {
+        &self.inner
+    }
+
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.inner.runtime
+    }
+}
+
+impl fmt::Debug for WebServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebServer")
+            .field("local_addr", &self.inner.local_addr)
+            .field("running", &self.is_running())
+            .finish()
+    }
+}
+
+impl WebInner {
+    /// Attaches a WebSocket server at `path` (`None`: the catch-all).
+    pub(crate) fn register(
+        &self,
+        path: Option<String>,
+        route: Arc<dyn Route>,
+    ) -> Result<(), Error> {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock that `stop` takes routes under: none is added after.
+        if !self.running.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::NotStarted,
+                "the web server is not running",
+            ));
+        }
+        let slot = match &path {
+            Some(path) => routes.by_path.get(path),
+            None => routes.catch_all.as_ref(),
+        };
+        if slot.is_some() {
+            let what = path
+                .as_deref()
+                .map_or("the catch-all (no path)".to_owned(), |p| {
+                    format!("path {p}")
+                });
+            return Err(Error::new(
+                ErrorKind::PathInUse,
+                format!("a WebSocket server already serves {what} on this web server"),
+            ));
+        }
+        match path {
+            Some(path) => {
+                routes.by_path.insert(path, route);
+            }
+            None => routes.catch_all = Some(route),
+        }
+        Ok(())
+    }
+
+    /// Detaches `route` from `path`, if it is still the one there.
+    pub(crate) fn unregister(&self, path: Option<&str>, route: &Arc<dyn Route>) {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        let same =
+            |other: &Arc<dyn Route>| std::ptr::addr_eq(Arc::as_ptr(other), Arc::as_ptr(route));
+        match path {
+            Some(path) => {
+                if routes.by_path.get(path).is_some_and(same) {
+                    routes.by_path.remove(path);
+                }
+            }
+            None => {
+                if routes.catch_all.as_ref().is_some_and(same) {
+                    routes.catch_all = None;
+                }
+            }
+        }
+    }
+
+    fn route(&self, path: &str) -> Option<Arc<dyn Route>> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        routes
+            .by_path
+            .get(path)
+            .or(routes.catch_all.as_ref())
+            .cloned()
+    }
+
+    async fn stop(self: &Arc<Self>) {
+        if !self.running.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        self.stopping.cancel();
+        let accept_task = self
+            .accept_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = accept_task {
+            // The listener is dropped when the loop ends: the port is free after this.
+            let _ = task.await;
+        }
+        let routes = std::mem::take(&mut *self.routes.write().unwrap_or_else(|p| p.into_inner()));
+        let terminating: Vec<Terminating> = routes
+            .by_path
+            .into_values()
+            .chain(routes.catch_all)
+            .map(|route| route.shutdown(self.shutdown_timeout))
+            .collect();
+        for handle in terminating {
+            handle.await;
+        }
+        self.http_connections.close();
+        if tokio::time::timeout(self.shutdown_timeout, self.http_connections.wait())
+            .await
+            .is_err()
+        {
+            self.forced.cancel();
+            self.http_connections.wait().await;
+        }
+        tracing::info!(local_addr = %self.local_addr, "web server stopped");
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        request: http::Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Body> {
+        if handshake::is_upgrade_request(request.headers()) {
+            return self.upgrade(request, remote);
+        }
+        self.serve_file(request).await
+    }
+
+    fn upgrade(&self, request: http::Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let Some(route) = self.route(request.uri().path()) else {
+            return text_response(StatusCode::NOT_FOUND, "Not Found");
+        };
+        match handshake::validate_request(request.method(), request.version(), request.headers()) {
+            Ok(accept) => route.upgrade(request, remote, accept),
+            Err(err) => {
+                tracing::debug!(%remote, "bad upgrade request: {err}");
+                let mut response = text_response(err.status(), "Bad WebSocket handshake");
+                if err.status() == StatusCode::UPGRADE_REQUIRED {
+                    response.headers_mut().insert(
+                        header::SEC_WEBSOCKET_VERSION,
+                        HeaderValue::from_static(handshake::VERSION),
+                    );
+                }
+                response
+            }
+        }
+    }
+
+    async fn serve_file(&self, request: http::Request<Incoming>) -> Response<Body> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        if let Some(dir) = &self.static_dir {
+            let Ok(response) = dir.clone().oneshot(request).await;
+            if response.status() != StatusCode::NOT_FOUND {
+                let mut response = response.map(|body| body.boxed_unsync());
+                response.headers_mut().insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                );
+                return response;
+            }
+        }
+        match self.assets.get(&path) {
+            Some(asset) if method == Method::GET || method == Method::HEAD => {
+                let body = if method == Method::HEAD {
+                    Bytes::new()
+                } else {
+                    asset.body.clone()
+                };
+                let mut response = Response::new(full(body));
+                let headers = response.headers_mut();
+                headers.insert(header::CONTENT_TYPE, asset.content_type.clone());
+                headers.insert(header::CONTENT_LENGTH, asset.body.len().into());
+                headers.insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                );
+                response
+            }
+            _ => text_response(StatusCode::NOT_FOUND, "Not Found"),
+        }
+    }
+}
+
+async fn accept_loop(inner: Arc<WebInner>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = inner.stopping.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                // Small frames go out at once; ferrosock batches writes itself.
+                if let Err(err) = stream.set_nodelay(true) {
+                    tracing::debug!(%remote, "cannot set TCP_NODELAY: {err}");
+                }
+                let inner = inner.clone();
+                inner.http_connections.clone().spawn(serve_http(
+                    inner,
+                    ServerStream::Plain(stream),
+                    remote,
+                ));
+            }
+            Err(err) => {
+                // Out of file descriptors, most likely: wait a moment rather than spin.
+                tracing::warn!("accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_http(inner: Arc<WebInner>, stream: ServerStream, remote: SocketAddr) {
+    let service_inner = inner.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let inner = service_inner.clone();
+        async move { Ok::<_, Infallible>(inner.handle(request, remote).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(inner.handshake_timeout);
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(%remote, "HTTP connection ended: {err}");
+            }
+        }
+        _ = inner.stopping.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = inner.forced.cancelled() => {}
+            }
+        }
+    }
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A short plain-text answer. The text is fixed per status: error pages say nothing about the
+/// server's internals.
+pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The 101 answer to a valid upgrade.
+pub(crate) fn switching_protocols(accept: HeaderValue) -> Response<Body> {
+    let mut response = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}

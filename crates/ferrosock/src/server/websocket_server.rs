@@ -1,0 +1,573 @@
+//! `WebSocketServer`: WebSocket endpoints attached to a [`WebServer`], and their registry of
+//! connections.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::HeaderValue;
+use hyper::body::Incoming as IncomingBody;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::sync::{watch, Notify};
+
+use super::web_server::{switching_protocols, text_response, Body, Route, WebInner};
+use super::{
+    ConnectionHandler, Request, ServerHandler, ServerStream, WebServer, WebSocketConnection,
+};
+use crate::conn::{self, Callbacks, DriverConfig, Ending, Incoming};
+use crate::error::{Error, ErrorKind};
+use crate::event::{
+    ConnectionEvent, ErrorEvent, ErrorInfo, MessageEvent, OpenEvent, ServerTerminateEvent,
+    TerminateEvent,
+};
+use crate::limits::Limits;
+use crate::message::{DataType, Message};
+use crate::proto::{CloseCode, Role};
+
+/// Options of a [`WebSocketServer`] (4D's `options` object, plus limits).
+///
+/// ```
+/// use ferrosock::{DataType, Limits, ServerOptions};
+/// let options = ServerOptions::default()
+///     .path("/chat")
+///     .data_type(DataType::Object)
+///     .max_connections(1000)
+///     .limits(Limits::default().max_message_size(1 << 20));
+/// assert_eq!(options.path.as_deref(), Some("/chat"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// The path the server answers, e.g. `/chat` (a missing leading `/` is added). `None`: the
+    /// catch-all for upgrades that no other server's path matches. Default: `None`.
+    pub path: Option<String>,
+    /// How received messages are converted for `on_message`. Default: [`DataType::Text`].
+    pub data_type: DataType,
+    /// Per-connection limits. Default: [`Limits::default()`].
+    pub limits: Limits,
+    /// The most connections open at once; upgrades beyond it get HTTP 503.
+    /// Default: 10 000.
+    pub max_connections: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            path: None,
+            data_type: DataType::Text,
+            limits: Limits::default(),
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// Sets [`ServerOptions::path`].
+    pub fn path(mut self, path: impl Into<String>) -> ServerOptions {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Sets [`ServerOptions::data_type`].
+    pub fn data_type(mut self, data_type: DataType) -> ServerOptions {
+        self.data_type = data_type;
+        self
+    }
+
+    /// Sets [`ServerOptions::limits`].
+    pub fn limits(mut self, limits: Limits) -> ServerOptions {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets [`ServerOptions::max_connections`].
+    pub fn max_connections(mut self, max: usize) -> ServerOptions {
+        self.max_connections = max;
+        self
+    }
+}
+
+/// A WebSocket server (4D's `4D.WebSocketServer`): an endpoint on a running [`WebServer`],
+/// sharing its host and port.
+///
+/// A cheap handle: clones refer to the same server.
+///
+/// ```no_run
+/// # use ferrosock::*;
+/// # struct Upper; struct UpperConnection;
+/// # impl ServerHandler for Upper { type Connection = UpperConnection;
+/// #   fn on_connection(&self, _: &WebSocketServer<Self>, _: ConnectionEvent) -> Option<UpperConnection> { Some(UpperConnection) } }
+/// # impl ConnectionHandler for UpperConnection { type Server = Upper;
+/// #   fn on_message(&self, ws: &WebSocketConnection<Upper>, e: MessageEvent) { let _ = ws.send(e.data.to_text().to_uppercase()); } }
+/// # async fn run() -> Result<(), Error> {
+/// let web = WebServer::start(WebServerOptions::default()).await?;
+/// let wss = WebSocketServer::new(&web, Upper, ServerOptions::default().path("/upper"))?;
+/// // ... later:
+/// wss.terminate().await;
+/// # Ok(()) }
+/// ```
+pub struct WebSocketServer<H: ServerHandler> {
+    inner: Arc<ServerInner<H>>,
+}
+
+struct ServerInner<H: ServerHandler> {
+    handler: H,
+    path: Option<String>,
+    data_type: DataType,
+    limits: Limits,
+    max_connections: usize,
+    web: Weak<WebInner>,
+    runtime: tokio::runtime::Handle,
+    /// Open connections by id; ids grow with arrival, so this is arrival order.
+    registry: Mutex<BTreeMap<u64, WebSocketConnection<H>>>,
+    /// Connections from `on_connection` to the end of `on_terminate`, registered or not yet.
+    /// Invariant: `active <= max_connections`.
+    active: AtomicUsize,
+    all_ended: Notify,
+    terminated: AtomicBool,
+    done: watch::Sender<bool>,
+}
+
+/// Ids are unique in the process: server connections and client sockets draw from one counter.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+impl<H: ServerHandler> WebSocketServer<H> {
+    /// Creates a WebSocket server on `web` and starts it: `handler.on_open` runs before this
+    /// returns.
+    ///
+    /// Fails with [`ErrorKind::NotStarted`] if the web server is not running and with
+    /// [`ErrorKind::PathInUse`] if another WebSocket server has the same path (or is the
+    /// catch-all too) on it.
+    pub fn new(web: &WebServer, handler: H, options: ServerOptions) -> Result<Self, Error> {
+        let path = normalize_path(options.path.as_deref());
+        if options.max_connections == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "max_connections must be at least 1",
+            ));
+        }
+        let inner = Arc::new(ServerInner {
+            handler,
+            path,
+            data_type: options.data_type,
+            limits: options.limits,
+            max_connections: options.max_connections,
+            web: Arc::downgrade(web.inner()),
+            runtime: web.runtime().clone(),
+            registry: Mutex::new(BTreeMap::new()),
+            active: AtomicUsize::new(0),
+            all_ended: Notify::new(),
+            terminated: AtomicBool::new(false),
+            done: watch::Sender::new(false),
+        });
+        web.inner().register(inner.path.clone(), inner.clone())?;
+        let wss = WebSocketServer { inner };
+        wss.guard("on_open", |h, wss| h.on_open(wss, OpenEvent::new()));
+        Ok(wss)
+    }
+
+    /// A snapshot of the open connections, in order of arrival.
+    pub fn connections(&self) -> Vec<WebSocketConnection<H>> {
+        self.inner.registry().values().cloned().collect()
+    }
+
+    /// How received messages are converted.
+    pub fn data_type(&self) -> DataType {
+        self.inner.data_type
+    }
+
+    /// The handler given to [`new`](Self::new).
+    pub fn handler(&self) -> &H {
+        &self.inner.handler
+    }
+
+    /// The path this server answers, or `None` for the catch-all.
+    pub fn path(&self) -> Option<&str> {
+        self.inner.path.as_deref()
+    }
+
+    /// The per-connection limits.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// True from the moment [`terminate`](Self::terminate) is called or the web server stops.
+    pub fn terminated(&self) -> bool {
+        self.inner.terminated.load(Ordering::Acquire)
+    }
+
+    /// Stops the server: new upgrades to its path get 404, every connection gets a close frame
+    /// (1000), and once every peer has answered (or its close timeout passed) the sockets are
+    /// closed, each connection's `on_terminate` runs, then the server's.
+    ///
+    /// Does not block; await the returned handle to wait for the end. Calling it again returns
+    /// a handle on the same termination.
+    pub fn terminate(&self) -> Terminating {
+        self.inner.terminate(CloseCode::NORMAL, None)
+    }
+
+    /// Like [`terminate`](Self::terminate), but after `timeout` the sockets still open are
+    /// closed without waiting for their peers. A zero timeout closes every socket at once,
+    /// without close frames: the peers see 1006.
+    pub fn terminate_with_timeout(&self, timeout: Duration) -> Terminating {
+        self.inner.terminate(CloseCode::NORMAL, Some(timeout))
+    }
+
+    /// Runs a server callback; a panic in it is reported through `on_error`.
+    fn guard(&self, callback: &str, f: impl FnOnce(&H, &Self)) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(&self.inner.handler, self))) {
+            let message = format!("{callback} panicked: {}", panic_message(&panic));
+            tracing::error!(path = ?self.path(), "{message}");
+            let event = ErrorEvent::new(vec![ErrorInfo::new(1, message, "ferrosock")]);
+            let report = || self.inner.handler.on_error(self, event);
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(report)) {
+                tracing::error!(path = ?self.path(), "on_error panicked: {}", panic_message(&panic));
+            }
+        }
+    }
+}
+
+impl<H: ServerHandler> ServerInner<H> {
+    fn registry(&self) -> MutexGuard<'_, BTreeMap<u64, WebSocketConnection<H>>> {
+        // Updates are single inserts and removes: a panic elsewhere cannot leave it half-done.
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn terminate(self: &Arc<Self>, code: CloseCode, timeout: Option<Duration>) -> Terminating {
+        let handle = Terminating {
+            done: self.done.subscribe(),
+        };
+        if self.terminated.swap(true, Ordering::AcqRel) {
+            return handle;
+        }
+        if let Some(web) = self.web.upgrade() {
+            let route: Arc<dyn Route> = self.clone();
+            web.unregister(self.path.as_deref(), &route);
+        }
+        // Taken after `terminated` is set: a connection registering from now on sees the flag
+        // (both happen under the registry lock), one registered before is in this snapshot.
+        let connections: Vec<_> = self.registry().values().cloned().collect();
+        let immediate = timeout == Some(Duration::ZERO);
+        for connection in &connections {
+            if immediate {
+                connection.abort();
+            } else {
+                connection.shared().command(conn::Command::Close {
+                    code,
+                    reason: String::new(),
+                });
+            }
+        }
+        let inner = self.clone();
+        self.runtime.spawn(async move {
+            match timeout {
+                Some(limit) if !limit.is_zero() => {
+                    if tokio::time::timeout(limit, inner.all_ended())
+                        .await
+                        .is_err()
+                    {
+                        let stragglers: Vec<_> = inner.registry().values().cloned().collect();
+                        for connection in stragglers {
+                            connection.abort();
+                        }
+                        inner.all_ended().await;
+                    }
+                }
+                _ => inner.all_ended().await,
+            }
+            let wss = WebSocketServer { inner };
+            wss.guard("on_terminate", |h, wss| {
+                h.on_terminate(wss, ServerTerminateEvent::new())
+            });
+            wss.inner.done.send_replace(true);
+        });
+        handle
+    }
+
+    /// Waits until no connection is active.
+    async fn all_ended(&self) {
+        loop {
+            let notified = self.all_ended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.active.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl<H: ServerHandler> Route for ServerInner<H> {
+    fn upgrade(
+        self: Arc<Self>,
+        mut request: http::Request<IncomingBody>,
+        remote: SocketAddr,
+        accept: HeaderValue,
+    ) -> http::Response<Body> {
+        let wss = WebSocketServer { inner: self };
+        if wss.terminated() {
+            return text_response(http::StatusCode::NOT_FOUND, "Not Found");
+        }
+        let Some(slot) = Slot::reserve(&wss.inner) else {
+            return text_response(http::StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+        };
+        let event = ConnectionEvent {
+            request: Request::from_http(&request, remote),
+        };
+        let mut handler = None;
+        wss.guard("on_connection", |h, wss| {
+            handler = Some(h.on_connection(wss, event))
+        });
+        let handler = match handler {
+            Some(Some(handler)) => handler,
+            Some(None) => return text_response(http::StatusCode::FORBIDDEN, "Forbidden"),
+            None => {
+                return text_response(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal Server Error",
+                )
+            }
+        };
+        let on_upgrade = hyper::upgrade::on(&mut request);
+        let connection = WebSocketConnection::new(next_id(), handler, wss.clone());
+        wss.inner
+            .runtime
+            .spawn(run_connection(connection, on_upgrade, slot));
+        switching_protocols(accept)
+    }
+
+    fn shutdown(self: Arc<Self>, grace: Duration) -> Terminating {
+        self.terminate(CloseCode::GOING_AWAY, Some(grace))
+    }
+}
+
+/// After the 101: waits for hyper to hand the socket over, registers the connection, runs
+/// `on_open` and the driver.
+async fn run_connection<H: ServerHandler>(
+    connection: WebSocketConnection<H>,
+    on_upgrade: OnUpgrade,
+    slot: Slot<H>,
+) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(err) => {
+            tracing::debug!("upgrade did not complete: {err}");
+            return;
+        }
+    };
+    // The web server serves every connection as `TokioIo<ServerStream>`; taking it back out
+    // of hyper's `Upgraded` box removes a dynamic call from every read and write.
+    let (stream, read_buf) = match upgraded.downcast::<TokioIo<ServerStream>>() {
+        Ok(parts) => (parts.io.into_inner(), BytesMut::from(&parts.read_buf[..])),
+        Err(_) => {
+            tracing::error!("upgraded connection of an unexpected type; closing it");
+            return;
+        }
+    };
+    let wss = connection.wss().clone();
+    {
+        let mut registry = wss.inner.registry();
+        if wss.terminated() {
+            // Terminated while the 101 was on its way: this connection never opens.
+            return;
+        }
+        registry.insert(connection.id(), connection.clone());
+    }
+    let config = DriverConfig::new(Role::Server, &wss.inner.limits);
+    let mut callbacks = ServerCallbacks {
+        connection,
+        data_type: wss.inner.data_type,
+        _slot: slot,
+    };
+    callbacks.guard("on_open", |h, ws| h.on_open(ws, OpenEvent::new()));
+    conn::run(stream, read_buf, config, callbacks).await;
+}
+
+/// Plugs a connection's handler into the driver.
+struct ServerCallbacks<H: ServerHandler> {
+    connection: WebSocketConnection<H>,
+    data_type: DataType,
+    /// Released (dropped) after `on_terminate`, so the server's `on_terminate` comes after.
+    _slot: Slot<H>,
+}
+
+impl<H: ServerHandler> ServerCallbacks<H> {
+    /// Runs a connection callback. A panic fails the connection with 1011; the cause is
+    /// reported through `on_error` when the connection ends.
+    fn guard(&mut self, callback: &str, f: impl FnOnce(&H::Connection, &WebSocketConnection<H>)) {
+        let connection = &self.connection;
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(connection.handler(), connection))) {
+            let cause = format!("{callback} panicked: {}", panic_message(&panic));
+            tracing::error!(id = connection.id(), "{cause}");
+            connection.fail_internal(cause);
+        }
+    }
+
+    /// Runs a callback after the end, where nothing is left to fail.
+    fn guard_final(&self, callback: &str, f: impl FnOnce(&H::Connection, &WebSocketConnection<H>)) {
+        let connection = &self.connection;
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(connection.handler(), connection))) {
+            tracing::error!(
+                id = connection.id(),
+                "{callback} panicked: {}",
+                panic_message(&panic)
+            );
+        }
+    }
+}
+
+impl<H: ServerHandler> Callbacks for ServerCallbacks<H> {
+    fn shared(&self) -> &conn::Shared {
+        self.connection.shared()
+    }
+
+    fn on_message(&mut self, message: Incoming) {
+        match Message::convert(message, self.data_type) {
+            Ok(data) => self.guard("on_message", |h, ws| {
+                h.on_message(ws, MessageEvent { data })
+            }),
+            Err(err) => {
+                let info = ErrorInfo::new(1, format!("message is not valid JSON: {err}"), "JSON");
+                self.guard("on_error", |h, ws| {
+                    h.on_error(ws, ErrorEvent::new(vec![info]))
+                });
+            }
+        }
+    }
+
+    fn on_end(self, ending: Ending) {
+        let wss = self.connection.wss();
+        wss.inner.registry().remove(&self.connection.id());
+        if !ending.code.is_normal() {
+            let info = ErrorInfo::close(ending.code, ending.cause.as_deref());
+            self.guard_final("on_error", |h, ws| {
+                h.on_error(ws, ErrorEvent::new(vec![info]))
+            });
+        }
+        let event = TerminateEvent::new(ending.code, &ending.reason, ending.was_clean);
+        self.guard_final("on_terminate", |h, ws| h.on_terminate(ws, event));
+    }
+}
+
+/// One of a server's `max_connections` places, held from `on_connection` to `on_terminate`.
+struct Slot<H: ServerHandler> {
+    server: Arc<ServerInner<H>>,
+}
+
+impl<H: ServerHandler> Slot<H> {
+    fn reserve(server: &Arc<ServerInner<H>>) -> Option<Slot<H>> {
+        server
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < server.max_connections).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Slot {
+            server: server.clone(),
+        })
+    }
+}
+
+impl<H: ServerHandler> Drop for Slot<H> {
+    fn drop(&mut self) {
+        if self.server.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.server.all_ended.notify_waiters();
+        }
+    }
+}
+
+/// A handle on a server's termination (or a web server's stop). Await it to wait until every
+/// connection has ended and `on_terminate` has run; dropping it changes nothing.
+#[derive(Clone, Debug)]
+pub struct Terminating {
+    done: watch::Receiver<bool>,
+}
+
+impl Terminating {
+    /// Whether the termination is complete.
+    pub fn is_done(&self) -> bool {
+        *self.done.borrow()
+    }
+}
+
+impl IntoFuture for Terminating {
+    type Output = ();
+    type IntoFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    fn into_future(mut self) -> Self::IntoFuture {
+        Box::pin(async move {
+            // An error means the sender is gone: nothing is left to wait for.
+            let _ = self.done.wait_for(|done| *done).await;
+        })
+    }
+}
+
+/// `chat` → `/chat`; `""` → catch-all; a query is ignored.
+fn normalize_path(path: Option<&str>) -> Option<String> {
+    let path = path?.split('?').next().unwrap_or_default().trim();
+    if path.is_empty() {
+        return None;
+    }
+    Some(if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    })
+}
+
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+impl<H: ServerHandler> Clone for WebSocketServer<H> {
+    fn clone(&self) -> Self {
+        WebSocketServer {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<H: ServerHandler> fmt::Debug for WebSocketServer<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocketServer")
+            .field("path", &self.path())
+            .field("data_type", &self.data_type())
+            .field("connections", &self.inner.registry().len())
+            .field("terminated", &self.terminated())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalized() {
+        assert_eq!(normalize_path(Some("chat")), Some("/chat".to_owned()));
+        assert_eq!(normalize_path(Some("/chat?x=1")), Some("/chat".to_owned()));
+        assert_eq!(normalize_path(Some("")), None);
+        assert_eq!(normalize_path(None), None);
+    }
+}
