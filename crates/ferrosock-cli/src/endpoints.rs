@@ -1,0 +1,109 @@
+//! The WebSocket servers of `ferrosock serve` and `ferrosock echo`.
+
+use ferrosock::{
+    ConnectionEvent, ConnectionHandler, Message, MessageEvent, OpenEvent, ServerHandler,
+    TerminateEvent, WebSocketConnection, WebSocketServer,
+};
+
+/// Sends every message back as it came: text as text, binary as binary (data type `Auto`).
+#[derive(Debug)]
+pub struct Echo;
+
+/// A connection of [`Echo`].
+#[derive(Debug)]
+pub struct EchoConnection;
+
+impl ServerHandler for Echo {
+    type Connection = EchoConnection;
+
+    fn on_connection(
+        &self,
+        _: &WebSocketServer<Self>,
+        _: ConnectionEvent,
+    ) -> Option<EchoConnection> {
+        Some(EchoConnection)
+    }
+}
+
+impl ConnectionHandler for EchoConnection {
+    type Server = Echo;
+
+    fn on_message(&self, ws: &WebSocketConnection<Echo>, event: MessageEvent) {
+        // A full outgoing budget closes the connection (1008): nothing more to do here.
+        let _ = ws.send(event.data);
+    }
+}
+
+/// The 4D documentation's first example: sends the text back in upper case.
+#[derive(Debug)]
+pub struct Uppercase;
+
+/// A connection of [`Uppercase`].
+#[derive(Debug)]
+pub struct UppercaseConnection;
+
+impl ServerHandler for Uppercase {
+    type Connection = UppercaseConnection;
+
+    fn on_connection(
+        &self,
+        _: &WebSocketServer<Self>,
+        _: ConnectionEvent,
+    ) -> Option<UppercaseConnection> {
+        Some(UppercaseConnection)
+    }
+}
+
+impl ConnectionHandler for UppercaseConnection {
+    type Server = Uppercase;
+
+    fn on_message(&self, ws: &WebSocketConnection<Uppercase>, event: MessageEvent) {
+        let _ = ws.send(event.data.to_text().to_uppercase());
+    }
+}
+
+/// The 4D documentation's chat: each message goes to every other client.
+#[derive(Debug)]
+pub struct Chat;
+
+/// A connection of [`Chat`].
+#[derive(Debug)]
+pub struct ChatConnection;
+
+impl ServerHandler for Chat {
+    type Connection = ChatConnection;
+
+    fn on_connection(
+        &self,
+        _: &WebSocketServer<Self>,
+        _: ConnectionEvent,
+    ) -> Option<ChatConnection> {
+        Some(ChatConnection)
+    }
+}
+
+impl ConnectionHandler for ChatConnection {
+    type Server = Chat;
+
+    fn on_open(&self, ws: &WebSocketConnection<Chat>, _: OpenEvent) {
+        let _ = ws.send("Welcome on the chat!");
+        broadcast(ws, "New client connected".into());
+    }
+
+    fn on_message(&self, ws: &WebSocketConnection<Chat>, event: MessageEvent) {
+        broadcast(ws, event.data);
+    }
+
+    fn on_terminate(&self, ws: &WebSocketConnection<Chat>, _: TerminateEvent) {
+        broadcast(ws, "Client disconnected".into());
+    }
+}
+
+/// Sends `message` to every client of the server but `ws` (the payload is shared, not copied).
+fn broadcast(ws: &WebSocketConnection<Chat>, message: Message) {
+    for client in ws.wss().connections() {
+        if client.id() != ws.id() {
+            let _ = client.send(message.clone());
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The `ferrosock` command: `serve` (web server with WebSocket endpoints and the demo page)
+//! and `echo` (a bare echo server for conformance and load tests).
+
+mod args;
+mod endpoints;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use ferrosock::{DataType, Limits, ServerOptions, WebServer, WebServerOptions, WebSocketServer};
+
+use args::{Cli, Command, CommonArgs, EchoArgs, ServeArgs};
+
+/// The demo page served at `/` by `ferrosock serve`.
+const DEMO_PAGE: &[u8] = include_bytes!("../../../web/index.html");
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return args::report_usage_error(&err),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("ferrosock: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Echo(args) => echo(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the error and its causes.
+            eprintln!("ferrosock: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut options = web_options(&args.common).asset("/", "text/html; charset=utf-8", DEMO_PAGE);
+    if let Some(dir) = &args.static_dir {
+        anyhow::ensure!(dir.is_dir(), "--static {}: not a directory", dir.display());
+        options = options.static_dir(dir);
+    }
+    let web = WebServer::start(options).await?;
+    let server_options = server_options(&args.common);
+    let attach = || -> Result<(), ferrosock::Error> {
+        WebSocketServer::new(
+            &web,
+            endpoints::Echo,
+            server_options
+                .clone()
+                .path("/echo")
+                .data_type(DataType::Auto),
+        )?;
+        WebSocketServer::new(
+            &web,
+            endpoints::Uppercase,
+            server_options.clone().path("/uppercase"),
+        )?;
+        WebSocketServer::new(&web, endpoints::Chat, server_options.clone().path("/chat"))?;
+        Ok(())
+    };
+    attach().context("cannot attach the WebSocket servers")?;
+    let addr = web.local_addr();
+    eprintln!(
+        "ferrosock serve: http://{addr}/ (WebSocket endpoints ws://{addr}/echo, /uppercase, /chat)"
+    );
+    run_until_signal(&web).await
+}
+
+async fn echo(args: EchoArgs) -> anyhow::Result<()> {
+    let web = WebServer::start(web_options(&args.common)).await?;
+    WebSocketServer::new(
+        &web,
+        endpoints::Echo,
+        server_options(&args.common).data_type(DataType::Auto),
+    )
+    .context("cannot attach the echo server")?;
+    eprintln!("ferrosock echo: ws://{}/", web.local_addr());
+    run_until_signal(&web).await
+}
+
+fn web_options(common: &CommonArgs) -> WebServerOptions {
+    WebServerOptions::default().listen(common.listen.clone())
+}
+
+fn server_options(common: &CommonArgs) -> ServerOptions {
+    let limits = Limits::default().max_message_size(common.max_message_size);
+    ServerOptions::default()
+        .max_connections(common.max_connections)
+        .limits(limits)
+}
+
+/// Serves until SIGINT or SIGTERM, then stops: every WebSocket client gets close 1001.
+async fn run_until_signal(web: &WebServer) -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    eprintln!("ferrosock: stopping");
+    web.stop().await;
+    Ok(())
+}
