@@ -159,6 +159,11 @@ struct Driver<S, C> {
     failure: Option<Ending>,
     /// Input is read and thrown away (after a failure, or while waiting for the peer's EOF).
     draining: bool,
+    /// While draining after a failure: bytes to skip before the next frame header, so that the
+    /// peer's close frame can still be recognised. `None`: framing is lost, discard all.
+    drain_skip: Option<usize>,
+    /// The peer's close frame arrived after we failed the connection: it has read ours.
+    close_seen_while_draining: bool,
     read_eof: bool,
     write_shutdown: bool,
 
@@ -191,6 +196,8 @@ where
             close_received: None,
             failure: None,
             draining: false,
+            drain_skip: None,
+            close_seen_while_draining: false,
             read_eof: false,
             write_shutdown: false,
             last_read: Instant::now(),
@@ -293,7 +300,7 @@ where
     /// Decodes everything in `read_buf` and acts on it.
     fn process_input(&mut self) {
         if self.draining {
-            self.read_buf = BytesMut::new();
+            self.skip_to_close_frame();
             return;
         }
         loop {
@@ -301,6 +308,10 @@ where
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => break,
                 Err(err) => {
+                    // Where the stream can be resynchronised to spot the peer's close reply:
+                    // after the frame that failed (its header is at the front of the buffer if
+                    // it failed at the header, consumed if it failed in its payload).
+                    self.drain_skip = Some(self.decoder.frame_in_progress().unwrap_or(0));
                     let cause = err.to_string();
                     let code = err.close_code();
                     // Replies to the messages before the bad frame were accepted: they go first.
@@ -328,8 +339,40 @@ where
                 break;
             }
         }
-        if self.read_buf.is_empty() || self.draining {
+        if self.draining {
+            self.skip_to_close_frame();
+        } else if self.read_buf.is_empty() {
             // Release the buffer: the messages handed out keep their own slices of it alive.
+            self.read_buf = BytesMut::new();
+        }
+    }
+
+    /// Draining after a failure: skips whole frames by their headers, without looking at
+    /// payloads, until the peer's close frame has fully arrived.
+    fn skip_to_close_frame(&mut self) {
+        while let Some(skip) = self.drain_skip {
+            if skip > 0 {
+                let n = skip.min(self.read_buf.len());
+                bytes::Buf::advance(&mut self.read_buf, n);
+                self.drain_skip = Some(skip - n);
+                if skip > n {
+                    break;
+                }
+                continue;
+            }
+            let Some(extent) = crate::proto::frame::FrameExtent::peek(&self.read_buf) else {
+                break;
+            };
+            if extent.opcode_bits == OpCode::Close as u8 {
+                if self.read_buf.len() >= extent.total_len() {
+                    self.close_seen_while_draining = true;
+                    self.drain_skip = None;
+                }
+                break;
+            }
+            self.drain_skip = Some(extent.total_len());
+        }
+        if self.drain_skip.is_none() || self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
         }
     }
@@ -347,6 +390,8 @@ where
         self.close_received = Some(frame);
         // Nothing after a close frame is read as frames (RFC 6455 §5.5.1).
         self.draining = true;
+        self.drain_skip = None;
+        self.read_buf = BytesMut::new();
         if !self.close_sent {
             // The peer started the close handshake: send what was queued, then echo its code.
             let mut pending = VecDeque::new();
@@ -376,8 +421,14 @@ where
         if self.failure.is_some() {
             return;
         }
-        self.draining = true;
-        self.read_buf = BytesMut::new();
+        if !self.draining {
+            // Failed by a command (not by the decoder, which sets this itself): framing is
+            // intact, the next frame starts after the one in progress.
+            if self.drain_skip.is_none() {
+                self.drain_skip = Some(self.decoder.frame_in_progress().unwrap_or(0));
+            }
+            self.draining = true;
+        }
         if !self.close_sent {
             let mut pending = VecDeque::new();
             self.callbacks.shared().begin_closing(&mut pending);
@@ -429,13 +480,15 @@ where
     /// The ending once our write side is shut, if nothing more needs to be read.
     fn finished_ending(&mut self) -> Option<Ending> {
         if let Some(failure) = &self.failure {
-            // Waiting for the peer's EOF (draining) unless it came already.
-            return self.read_eof.then(|| failure.clone());
+            // Done once the peer has answered our close frame or hung up; until then, reading
+            // on avoids resetting a connection whose last bytes it has not read.
+            return (self.read_eof || self.close_seen_while_draining).then(|| failure.clone());
         }
         let frame = self.close_received.as_ref()?;
         if self.config.role == Role::Client && !self.read_eof {
             // RFC 6455 §7.1.1: the client waits for the server to close the TCP connection.
             self.draining = true;
+            self.drain_skip = None;
             return None;
         }
         Some(clean_ending(frame))
@@ -526,13 +579,14 @@ where
     fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let wanted = self.decoder.bytes_wanted(self.read_buf.len());
         let io = Pin::new(&mut self.io);
-        if self.draining || (self.read_buf.is_empty() && wanted < SCRATCH_LEN) {
-            let draining = self.draining;
+        // Draining with framing lost: bytes are read only to be thrown away.
+        let discard = self.draining && self.drain_skip.is_none();
+        if discard || (self.read_buf.is_empty() && wanted < SCRATCH_LEN) {
             let read_buf = &mut self.read_buf;
             return SCRATCH.with_borrow_mut(|scratch| {
                 let mut buf = ReadBuf::new(scratch);
                 std::task::ready!(io.poll_read(cx, &mut buf))?;
-                if !draining {
+                if !discard {
                     read_buf.extend_from_slice(buf.filled());
                 }
                 Poll::Ready(Ok(buf.filled().len()))

@@ -203,6 +203,13 @@ impl Decoder {
             .map_or(0, |f| f.len.saturating_sub(buffered))
     }
 
+    /// The payload length of the frame being received, if its header has been consumed: the
+    /// bytes of it received so far are at the front of the buffer. After an error, this tells a
+    /// caller that skips the rest of the stream where the next frame starts.
+    pub fn frame_in_progress(&self) -> Option<usize> {
+        self.frame.as_ref().map(|f| f.len)
+    }
+
     /// Checks a header against the connection's state and limits; returns the payload length.
     fn check_header(&mut self, header: &FrameHeader) -> Result<usize, ProtocolError> {
         // RFC 6455 §5.2: without a negotiated extension, the reserved bits must be 0.

@@ -107,31 +107,18 @@ impl FrameHeader {
     /// assert_eq!(FrameHeader::decode(&[0x81]).unwrap(), None);
     /// ```
     pub fn decode(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
-        let [b0, b1, ..] = *buf else {
+        let Some(extent) = FrameExtent::peek(buf) else {
             return Ok(None);
         };
+        let (b0, b1) = (buf[0], buf[1]);
         let opcode =
             OpCode::from_bits(b0 & 0x0F).ok_or(ProtocolError::ReservedOpcode(b0 & 0x0F))?;
         let fin = b0 & 0x80 != 0;
-        let masked = b1 & 0x80 != 0;
-        let (payload_len, mut pos) = match b1 & 0x7F {
-            126 => match buf.get(2..4) {
-                Some(ext) => (u64::from(u16::from_be_bytes([ext[0], ext[1]])), 4),
-                None => return Ok(None),
-            },
-            127 => match buf.get(2..10) {
-                Some(ext) => {
-                    let len = u64::from_be_bytes(ext.try_into().expect("slice of 8 bytes"));
-                    // RFC 6455 §5.2: the most significant bit MUST be 0.
-                    if len & (1 << 63) != 0 {
-                        return Err(ProtocolError::InvalidPayloadLength);
-                    }
-                    (len, 10)
-                }
-                None => return Ok(None),
-            },
-            len => (u64::from(len), 2),
-        };
+        let payload_len = extent.payload_len;
+        // RFC 6455 §5.2: the most significant bit of a 64-bit length MUST be 0.
+        if payload_len & (1 << 63) != 0 {
+            return Err(ProtocolError::InvalidPayloadLength);
+        }
         if opcode.is_control() {
             // RFC 6455 §5.5: control frames are never fragmented and carry ≤ 125 bytes.
             if !fin {
@@ -141,15 +128,10 @@ impl FrameHeader {
                 return Err(ProtocolError::ControlFrameTooLong(payload_len));
             }
         }
-        let mask = if masked {
-            let Some(key) = buf.get(pos..pos + 4) else {
-                return Ok(None);
-            };
-            pos += 4;
-            Some([key[0], key[1], key[2], key[3]])
-        } else {
-            None
-        };
+        let mask = (b1 & 0x80 != 0).then(|| {
+            let key = &buf[extent.header_len - 4..extent.header_len];
+            [key[0], key[1], key[2], key[3]]
+        });
         let header = FrameHeader {
             fin,
             rsv1: b0 & 0x40 != 0,
@@ -159,7 +141,7 @@ impl FrameHeader {
             mask,
             payload_len,
         };
-        Ok(Some((header, pos)))
+        Ok(Some((header, extent.header_len)))
     }
 
     /// Writes the header into `out` using the shortest length encoding, and returns how many
@@ -192,6 +174,55 @@ impl FrameHeader {
             pos += 4;
         }
         pos
+    }
+}
+
+/// Where a frame ends, read from its header without judging it: enough to skip frames in a
+/// stream that has already failed, to find the peer's close frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameExtent {
+    /// The opcode's 4 bits, reserved values included.
+    pub opcode_bits: u8,
+    /// The header's length, mask key included.
+    pub header_len: usize,
+    /// The payload length as announced (the 64-bit form's top bit included).
+    pub payload_len: u64,
+}
+
+impl FrameExtent {
+    /// Reads the extent of the frame at the front of `buf`, or `None` if its header is not
+    /// all there.
+    ///
+    /// ```
+    /// use ferrosock::proto::frame::FrameExtent;
+    /// // A frame with reserved opcode 0x3, masked, 2 bytes of payload.
+    /// let extent = FrameExtent::peek(&[0x83, 0x82, 1, 2, 3, 4]).unwrap();
+    /// assert_eq!((extent.opcode_bits, extent.header_len, extent.payload_len), (0x3, 6, 2));
+    /// ```
+    pub fn peek(buf: &[u8]) -> Option<FrameExtent> {
+        let [b0, b1, ..] = *buf else {
+            return None;
+        };
+        let (payload_len, len_end) = match b1 & 0x7F {
+            126 => (
+                u64::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?)),
+                4,
+            ),
+            127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?), 10),
+            len => (u64::from(len), 2),
+        };
+        let header_len = if b1 & 0x80 != 0 { len_end + 4 } else { len_end };
+        (buf.len() >= header_len).then_some(FrameExtent {
+            opcode_bits: b0 & 0x0F,
+            header_len,
+            payload_len,
+        })
+    }
+
+    /// Header plus payload, saturating on lengths no memory could hold.
+    pub fn total_len(&self) -> usize {
+        usize::try_from(self.payload_len)
+            .map_or(usize::MAX, |len| len.saturating_add(self.header_len))
     }
 }
 
