@@ -14,7 +14,7 @@ use std::time::Duration;
 ///     .max_message_size(1 << 20)
 ///     .idle_timeout(Some(Duration::from_secs(20)));
 /// assert_eq!(limits.max_message_size, 1 << 20);
-/// assert_eq!(limits.max_frame_size, 16 << 20);
+/// assert_eq!(limits.max_frame_size, 64 << 20);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -22,8 +22,10 @@ pub struct Limits {
     /// The largest message accepted, all fragments counted. Larger: close 1009.
     /// Default: 64 MiB.
     pub max_message_size: usize,
-    /// The largest single frame accepted. Larger: close 1009. Default: 16 MiB, as
-    /// tungstenite's; a browser or a peer library sends far smaller frames.
+    /// The largest single frame accepted. Larger: close 1009, as soon as its header is read.
+    /// Default: 64 MiB, the message limit: Python `websockets` and Node `ws` send each message
+    /// as one frame, so a lower default would refuse messages the message limit allows. Lower
+    /// it to refuse large frames before their payload arrives.
     pub max_frame_size: usize,
     /// The budget of outgoing payload bytes queued and not yet written to the socket. A
     /// `send` that would exceed it fails with [`ErrorKind::BufferFull`](crate::ErrorKind) and
@@ -62,7 +64,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_message_size: 64 << 20,
-            max_frame_size: 16 << 20,
+            max_frame_size: 64 << 20,
             max_outgoing_bytes: 64 << 20,
             backpressure: BackpressurePolicy::Close,
             keepalive_interval: Some(Duration::from_secs(30)),
