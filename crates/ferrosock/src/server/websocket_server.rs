@@ -228,12 +228,12 @@ impl<H: ServerHandler> WebSocketServer<H> {
     /// Runs a server callback; a panic in it is reported through `on_error`.
     fn guard(&self, callback: &str, f: impl FnOnce(&H, &Self)) {
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(&self.inner.handler, self))) {
-            let message = format!("{callback} panicked: {}", panic_message(&panic));
+            let message = format!("{callback} panicked: {}", panic_message(&*panic));
             tracing::error!(path = ?self.path(), "{message}");
             let event = ErrorEvent::new(vec![ErrorInfo::new(1, message, "ferrosock")]);
             let report = || self.inner.handler.on_error(self, event);
             if let Err(panic) = catch_unwind(AssertUnwindSafe(report)) {
-                tracing::error!(path = ?self.path(), "on_error panicked: {}", panic_message(&panic));
+                tracing::error!(path = ?self.path(), "on_error panicked: {}", panic_message(&*panic));
             }
         }
     }
@@ -412,7 +412,7 @@ impl<H: ServerHandler> ServerCallbacks<H> {
     fn guard(&mut self, callback: &str, f: impl FnOnce(&H::Connection, &WebSocketConnection<H>)) {
         let connection = &self.connection;
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(connection.handler(), connection))) {
-            let cause = format!("{callback} panicked: {}", panic_message(&panic));
+            let cause = format!("{callback} panicked: {}", panic_message(&*panic));
             tracing::error!(id = connection.id(), "{cause}");
             connection.fail_internal(cause);
         }
@@ -425,7 +425,7 @@ impl<H: ServerHandler> ServerCallbacks<H> {
             tracing::error!(
                 id = connection.id(),
                 "{callback} panicked: {}",
-                panic_message(&panic)
+                panic_message(&*panic)
             );
         }
     }
