@@ -1,0 +1,260 @@
+//! SPEC §6: every limit, hit, closes only the connection that hit it, with the right code.
+
+use std::time::Duration;
+
+use ferrosock::proto::{CloseCode, Decoded, OpCode};
+use ferrosock::{
+    BackpressurePolicy, DataType, ErrorKind, Limits, ServerOptions, WebServerOptions,
+    WebSocketServer,
+};
+use ferrosock_tests::*;
+use tokio::io::AsyncWriteExt;
+
+async fn limited(
+    behavior: Behavior,
+    limits: Limits,
+) -> (ferrosock::WebServer, WebSocketServer<Probe>, Events) {
+    let options = ServerOptions::default()
+        .limits(limits)
+        .data_type(DataType::Auto);
+    probe_server(behavior, options).await
+}
+
+async fn open(web: &ferrosock::WebServer, events: &mut Events) -> RawClient {
+    let client = RawClient::connect(web.local_addr(), "/").await;
+    events.expect_prefix("server connection").await;
+    events.expect_prefix("open").await;
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_message_size_closes_with_1009_and_only_that_connection() {
+    let limits = Limits::default().max_message_size(1000).max_frame_size(600);
+    let (web, _wss, mut events) = limited(Behavior::Echo, limits).await;
+    let mut bystander = open(&web, &mut events).await;
+
+    // Exactly at the limit: fine.
+    let mut client = open(&web, &mut events).await;
+    client.send_frame(false, OpCode::Binary, &[1; 500]).await;
+    client
+        .send_frame(true, OpCode::Continuation, &[1; 500])
+        .await;
+    assert_eq!(client.recv_message().await, binary(&[1; 1000]));
+    events.expect_prefix("message").await;
+
+    // One byte over, across fragments: 1009, decided at the frame header.
+    client.send_frame(false, OpCode::Binary, &[1; 600]).await;
+    client
+        .send_frame(true, OpCode::Continuation, &[1; 401])
+        .await;
+    assert_eq!(
+        client.answer_close().await.unwrap().code,
+        CloseCode::MESSAGE_TOO_BIG
+    );
+    let error = events.next().await;
+    assert!(
+        error.starts_with("error 1009 HTTP: Message too big."),
+        "{error}"
+    );
+    events.expect_prefix("terminate 1009").await;
+
+    // A frame over max_frame_size: 1009 as soon as its header is read.
+    let mut client = open(&web, &mut events).await;
+    client.send_raw(&[0x82, 0xFE, 0x02, 0x59, 0, 0, 0, 0]).await; // 601 bytes announced, none sent
+    assert_eq!(
+        client.recv_close().await.unwrap().code,
+        CloseCode::MESSAGE_TOO_BIG
+    );
+    client.drop_connection();
+    events.expect_prefix("error 1009").await;
+    events.expect_prefix("terminate 1009").await;
+
+    // A length no server could hold.
+    let mut client = open(&web, &mut events).await;
+    client
+        .send_raw(&[
+            0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0,
+        ])
+        .await;
+    assert_eq!(
+        client.recv_close().await.unwrap().code,
+        CloseCode::MESSAGE_TOO_BIG
+    );
+    client.drop_connection();
+    events.expect_prefix("error 1009").await;
+    events.expect_prefix("terminate 1009").await;
+
+    bystander.send_text("still here").await;
+    assert_eq!(bystander.recv_message().await, text("still here"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_over_budget_is_reported_and_closes_with_1008_by_default() {
+    let limits = Limits::default().max_outgoing_bytes(64 * 1024);
+    let (web, wss, mut events) = limited(Behavior::Flood(10_000), limits).await;
+    let mut client = open(&web, &mut events).await;
+    // One 1 KiB message asks for 10 000 copies: the budget runs out long before.
+    client.send_binary(&[7; 1024]).await;
+    events.expect_prefix("message").await;
+    // The client reads everything the server managed to queue, then the close frame.
+    let mut copies = 0;
+    let close = loop {
+        match client.recv().await {
+            Some(Decoded::Binary(_)) => copies += 1,
+            Some(Decoded::Close(frame)) => break frame,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(close.unwrap().code, CloseCode::POLICY_VIOLATION);
+    client.send_close(1008, "").await;
+    client.expect_eof().await;
+    assert!(
+        copies <= 64,
+        "at most the budget was queued: {copies} copies"
+    );
+    assert_eq!(
+        wss.handler().send_errors.lock().unwrap().as_slice(),
+        [ErrorKind::BufferFull]
+    );
+    let error = events.next().await;
+    assert!(
+        error.starts_with("error 1008 HTTP: Policy violation. (outgoing buffer limit exceeded"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reject_policy_keeps_the_connection() {
+    let limits = Limits::default()
+        .max_outgoing_bytes(64 * 1024)
+        .backpressure(BackpressurePolicy::Reject);
+    let (web, wss, mut events) = limited(Behavior::Flood(10_000), limits).await;
+    let mut client = open(&web, &mut events).await;
+    client.send_binary(&[7; 1024]).await;
+    events.expect_prefix("message").await;
+    for _ in 0..64 {
+        assert_eq!(client.recv_message().await, binary(&[7; 1024]));
+    }
+    assert_eq!(
+        wss.handler().send_errors.lock().unwrap().as_slice(),
+        [ErrorKind::BufferFull]
+    );
+    // The budget drained as the client read: sending works again.
+    let connection = wss.connections().remove(0);
+    connection.send("after").unwrap();
+    assert_eq!(client.recv_text().await, "after");
+    assert_eq!(connection.status(), ferrosock::Status::Connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_answers_503_and_leaves_the_others_alone() {
+    let (web, wss, mut events) =
+        probe_server(Behavior::Echo, ServerOptions::default().max_connections(2)).await;
+    let mut first = open(&web, &mut events).await;
+    let _second = open(&web, &mut events).await;
+    let refused = RawClient::try_connect(web.local_addr(), &upgrade_request("/", &[]))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.status, 503);
+    assert_eq!(wss.connections().len(), 2);
+    first.send_text("fine").await;
+    assert_eq!(first.recv_message().await, text("fine"));
+    events.expect(&["message Text(fine)"]).await;
+    // A place frees up when a connection ends.
+    first.send_close(1000, "").await;
+    first.expect_eof().await;
+    events.expect_prefix("terminate 1000").await;
+    let _third = open(&web, &mut events).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_timeout_drops_slow_clients() {
+    let web =
+        web_server_with(WebServerOptions::default().handshake_timeout(Duration::from_millis(300)))
+            .await;
+    let (probe, _events) = Probe::new(Behavior::Echo);
+    let _wss = WebSocketServer::new(&web, probe, ServerOptions::default()).unwrap();
+    // Half a request head, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(web.local_addr())
+        .await
+        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n")
+        .await
+        .unwrap();
+    // A client that connects and sends nothing at all.
+    let mut silent = tokio::net::TcpStream::connect(web.local_addr())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Meanwhile a normal client is served at once.
+    let mut client = RawClient::connect(web.local_addr(), "/").await;
+    client.send_text("quick").await;
+    assert_eq!(client.recv_message().await, text("quick"));
+    for stream in [&mut slow, &mut silent] {
+        let mut buf = [0u8; 1024];
+        let n = within(
+            "the slow client to be dropped",
+            tokio::io::AsyncReadExt::read(stream, &mut buf),
+        )
+        .await;
+        // Dropped: EOF, a reset, or an error response.
+        if let Ok(n) = n {
+            assert!(
+                n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+                "{:?}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "dropped before the timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_pings_and_the_idle_timeout() {
+    let limits = Limits::default()
+        .keepalive_interval(Some(Duration::from_millis(100)))
+        .idle_timeout(Some(Duration::from_millis(400)));
+    let (web, wss, mut events) = limited(Behavior::Echo, limits).await;
+
+    // A client that answers pings stays connected well past the idle timeout.
+    let mut alive = open(&web, &mut events).await;
+    let (pings_tx, mut pings_rx) = tokio::sync::mpsc::unbounded_channel();
+    let responder = tokio::spawn(async move {
+        loop {
+            match alive.recv().await {
+                Some(Decoded::Ping(payload)) => {
+                    alive.send_frame(true, OpCode::Pong, &payload).await;
+                    let _ = pings_tx.send(());
+                }
+                other => return other,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut pings = 0;
+    while pings_rx.try_recv().is_ok() {
+        pings += 1;
+    }
+    assert!(pings >= 3, "keepalive pings: {pings}");
+    assert_eq!(wss.connections().len(), 1);
+
+    // A client that reads nothing and answers nothing is dropped after the idle timeout.
+    let _dead = open(&web, &mut events).await;
+    let error = events.next().await;
+    assert!(
+        error.starts_with("error 1006 HTTP: ") && error.contains("idle timeout"),
+        "{error}"
+    );
+    events.expect_prefix("terminate 1006").await;
+    assert_eq!(wss.connections().len(), 1, "only the live one is left");
+    // The live one still works.
+    wss.connections()[0].send("still").unwrap();
+    assert_eq!(
+        within("the responder", responder).await.unwrap(),
+        Some(text("still"))
+    );
+}

@@ -1,0 +1,563 @@
+//! Support for ferrosock's integration tests: a raw WebSocket client that sends exact bytes,
+//! raw HTTP requests, and a probe handler that records every callback it gets.
+
+#![allow(missing_debug_implementations)] // test support only
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ferrosock::proto::{
+    CloseCode, CloseFrame, Decoded, Decoder, DecoderConfig, OpCode, OutFrame, Role,
+};
+use ferrosock::{
+    ConnectionEvent, ConnectionHandler, ErrorEvent, MessageEvent, OpenEvent, ServerHandler,
+    ServerOptions, ServerTerminateEvent, TerminateEvent, WebServer, WebServerOptions,
+    WebSocketConnection, WebSocketServer,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// Every wait in the tests is bounded by this.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `future` or panics after [`TIMEOUT`].
+pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(TIMEOUT, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// A web server on a free loopback port.
+pub async fn web_server() -> WebServer {
+    web_server_with(WebServerOptions::default()).await
+}
+
+/// A web server on a free loopback port, with other options.
+pub async fn web_server_with(options: WebServerOptions) -> WebServer {
+    WebServer::start(options.listen("127.0.0.1:0"))
+        .await
+        .expect("web server starts")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw client
+
+/// The key of RFC 6455's example handshake, and the answer it must get.
+pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// A WebSocket client that speaks frame by frame, for sending exactly the bytes a test needs.
+pub struct RawClient {
+    stream: TcpStream,
+    buf: BytesMut,
+    decoder: Decoder,
+    /// The response head of the handshake.
+    pub response: String,
+}
+
+/// The answer to an HTTP request: status, head and body.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The value of a header (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// An upgrade request for `path` with the usual headers plus `extra` lines ("Name: value").
+pub fn upgrade_request(path: &str, extra: &[&str]) -> String {
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for line in extra {
+        request.push_str(line);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    request
+}
+
+impl RawClient {
+    /// Connects and completes the handshake; panics unless the answer is 101.
+    pub async fn connect(addr: SocketAddr, path: &str) -> RawClient {
+        match RawClient::try_connect(addr, &upgrade_request(path, &[])).await {
+            Ok(client) => client,
+            Err(response) => panic!("upgrade to {path} refused: {}", response.head),
+        }
+    }
+
+    /// Sends `request` (a whole handshake) and returns the client on 101, the response otherwise.
+    pub async fn try_connect(
+        addr: SocketAddr,
+        request: impl AsRef<[u8]>,
+    ) -> Result<RawClient, HttpResponse> {
+        let mut stream = within("connect", TcpStream::connect(addr))
+            .await
+            .expect("connects");
+        stream.set_nodelay(true).unwrap();
+        stream.write_all(request.as_ref()).await.unwrap();
+        let (head, rest) = read_head(&mut stream).await;
+        let status = status_of(&head);
+        if status != 101 {
+            let body = read_body(&mut stream, &head, rest).await;
+            return Err(HttpResponse { status, head, body });
+        }
+        let accept = format!("sec-websocket-accept: {}", ACCEPT.to_ascii_lowercase());
+        assert!(head.contains(&accept), "{head}");
+        Ok(RawClient {
+            stream,
+            buf: BytesMut::from(&rest[..]),
+            decoder: Decoder::new(DecoderConfig {
+                role: Role::Client,
+                max_frame_size: 1 << 30,
+                max_message_size: 1 << 30,
+            }),
+            response: head,
+        })
+    }
+
+    /// Sends one masked frame.
+    pub async fn send_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
+        let mut header = ferrosock::proto::FrameHeader::new(
+            opcode,
+            payload.len() as u64,
+            Some([0x37, 0xfa, 0x21, 0x3d]),
+        );
+        header.fin = fin;
+        let mut masked = payload.to_vec();
+        ferrosock::proto::mask::apply_mask(&mut masked, [0x37, 0xfa, 0x21, 0x3d]);
+        let frame = OutFrame::with_header(header, masked.into());
+        self.send_raw(&[frame.head(), frame.payload()].concat())
+            .await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.send_frame(true, OpCode::Text, text.as_bytes()).await;
+    }
+
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        self.send_frame(true, OpCode::Binary, bytes).await;
+    }
+
+    /// Sends a close frame with a code and reason.
+    pub async fn send_close(&mut self, code: u16, reason: &str) {
+        let frame = OutFrame::close(Role::Client, CloseCode(code), reason, || [1, 2, 3, 4]);
+        self.send_raw(&[frame.head(), frame.payload()].concat())
+            .await;
+    }
+
+    /// Sends bytes as they are.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .await
+            .expect("write to the server");
+    }
+
+    /// The next frame from the server (pings included), or `None` at EOF.
+    pub async fn recv(&mut self) -> Option<Decoded> {
+        within("a frame from the server", async {
+            loop {
+                if let Some(decoded) = self
+                    .decoder
+                    .decode(&mut self.buf)
+                    .expect("valid server frames")
+                {
+                    return Some(decoded);
+                }
+                self.buf.reserve(64 * 1024);
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next data message; pings and pongs are skipped.
+    pub async fn recv_message(&mut self) -> Decoded {
+        loop {
+            match self.recv().await {
+                Some(Decoded::Ping(_) | Decoded::Pong(_)) => continue,
+                Some(other) => return other,
+                None => panic!("connection closed while waiting for a message"),
+            }
+        }
+    }
+
+    /// The next text message.
+    pub async fn recv_text(&mut self) -> String {
+        match self.recv_message().await {
+            Decoded::Text(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+
+    /// Waits for the server's close frame (skipping anything before it).
+    pub async fn recv_close(&mut self) -> Option<CloseFrame> {
+        loop {
+            match self.recv().await {
+                Some(Decoded::Close(frame)) => return frame,
+                Some(_) => continue,
+                None => panic!("connection closed without a close frame"),
+            }
+        }
+    }
+
+    /// Waits for EOF; panics if a frame other than `allowed` comes first.
+    pub async fn expect_eof(&mut self) {
+        within("EOF", async {
+            loop {
+                self.buf.clear();
+                self.buf.reserve(4096);
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+    }
+
+    /// The close code of the server's close frame, after a full close handshake started by
+    /// the server: answers it, then expects EOF.
+    pub async fn answer_close(&mut self) -> Option<CloseFrame> {
+        let frame = self.recv_close().await;
+        let code = frame.as_ref().map_or(1000, |f| f.code.0);
+        self.send_close(code, "").await;
+        self.expect_eof().await;
+        frame
+    }
+
+    /// Drops the TCP connection without a close frame.
+    pub fn drop_connection(self) {
+        drop(self.stream);
+    }
+}
+
+/// Sends raw bytes over a fresh connection and reads the whole HTTP response.
+pub async fn http_request(addr: SocketAddr, request: &str) -> HttpResponse {
+    let mut stream = within("connect", TcpStream::connect(addr))
+        .await
+        .expect("connects");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (head, rest) = read_head(&mut stream).await;
+    let body = read_body(&mut stream, &head, rest).await;
+    HttpResponse {
+        status: status_of(&head),
+        head,
+        body,
+    }
+}
+
+/// A GET request for `path` that closes the connection after the answer.
+pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
+    http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+async fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    within("an HTTP response", async {
+        let mut buf = Vec::new();
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                return (head, buf[end + 4..].to_vec());
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.expect("read the response");
+            assert!(
+                n > 0,
+                "connection closed before a response: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+}
+
+async fn read_body(stream: &mut TcpStream, head: &str, mut body: Vec<u8>) -> Vec<u8> {
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    within("an HTTP body", async {
+        while length.is_none_or(|len| body.len() < len) {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    body
+}
+
+fn status_of(head: &str) -> u16 {
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probe handler
+
+/// What a probe connection does with the messages it gets.
+#[derive(Clone, Debug, Default)]
+pub enum Behavior {
+    /// Sends every message back.
+    #[default]
+    Echo,
+    /// Records messages and sends nothing.
+    Silent,
+    /// Panics in `on_message` when the message text is "panic", echoes otherwise.
+    PanicOn(&'static str),
+    /// Panics in `on_open`.
+    PanicOnOpen,
+    /// Sends this many copies of each message back (to fill a budget).
+    Flood(usize),
+}
+
+/// A server handler that records every callback as a line of text on a channel.
+pub struct Probe {
+    events: mpsc::UnboundedSender<String>,
+    /// `on_connection` returns `None` (refuse) when set.
+    pub refuse: bool,
+    pub panic_on_connection: bool,
+    pub behavior: Behavior,
+    /// State shared through `handler()`: counts `on_connection` calls.
+    pub connections_seen: AtomicUsize,
+    /// Errors returned by `send` in `Flood`.
+    pub send_errors: Mutex<Vec<ferrosock::ErrorKind>>,
+}
+
+/// The receiving end of a probe's event lines.
+pub struct Events(mpsc::UnboundedReceiver<String>);
+
+impl Probe {
+    pub fn new(behavior: Behavior) -> (Probe, Events) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let probe = Probe {
+            events: tx,
+            refuse: false,
+            panic_on_connection: false,
+            behavior,
+            connections_seen: AtomicUsize::new(0),
+            send_errors: Mutex::new(Vec::new()),
+        };
+        (probe, Events(rx))
+    }
+
+    fn record(&self, line: String) {
+        let _ = self.events.send(line);
+    }
+}
+
+impl Events {
+    /// The next event line.
+    pub async fn next(&mut self) -> String {
+        within("a callback", self.0.recv())
+            .await
+            .expect("the probe is alive")
+    }
+
+    /// The next event lines, which must be `expected` in order.
+    pub async fn expect(&mut self, expected: &[&str]) {
+        for want in expected {
+            let got = self.next().await;
+            assert_eq!(&got, want, "callback sequence");
+        }
+    }
+
+    /// The next event line, which must start with `prefix`.
+    pub async fn expect_prefix(&mut self, prefix: &str) -> String {
+        let got = self.next().await;
+        assert!(
+            got.starts_with(prefix),
+            "expected {prefix:?}..., got {got:?}"
+        );
+        got
+    }
+
+    /// Asserts that no event arrives within `wait`.
+    pub async fn expect_none(&mut self, wait: Duration) {
+        if let Ok(Some(line)) = tokio::time::timeout(wait, self.0.recv()).await {
+            panic!("unexpected callback: {line}");
+        }
+    }
+}
+
+/// The ids in a server's registry, in order, relative to `base` (the first connection's id).
+fn registry(wss: &WebSocketServer<Probe>, me: u64) -> String {
+    let ids: Vec<String> = wss
+        .connections()
+        .iter()
+        .map(|c| {
+            if c.id() == me {
+                "me".to_owned()
+            } else {
+                "other".to_owned()
+            }
+        })
+        .collect();
+    format!("[{}]", ids.join(","))
+}
+
+impl ServerHandler for Probe {
+    type Connection = ProbeConnection;
+
+    fn on_connection(
+        &self,
+        wss: &WebSocketServer<Self>,
+        event: ConnectionEvent,
+    ) -> Option<ProbeConnection> {
+        self.connections_seen.fetch_add(1, Ordering::SeqCst);
+        let request = event.request;
+        self.record(format!(
+            "server connection {} from {} registry={}",
+            request.url(),
+            request.remote_address(),
+            wss.connections().len()
+        ));
+        if self.panic_on_connection {
+            panic!("on_connection exploded");
+        }
+        (!self.refuse).then(|| ProbeConnection { request })
+    }
+
+    fn on_open(&self, wss: &WebSocketServer<Self>, _: OpenEvent) {
+        self.record(format!("server open terminated={}", wss.terminated()));
+    }
+
+    fn on_terminate(&self, wss: &WebSocketServer<Self>, event: ServerTerminateEvent) {
+        self.record(format!(
+            "server {} terminated={} connections={}",
+            event.event_type(),
+            wss.terminated(),
+            wss.connections().len()
+        ));
+    }
+
+    fn on_error(&self, _: &WebSocketServer<Self>, event: ErrorEvent) {
+        let e = &event.errors[0];
+        self.record(format!(
+            "server error {} {}: {}",
+            e.err_code, e.component_signature, e.message
+        ));
+    }
+}
+
+/// The connection handler of [`Probe`]; keeps the request it was accepted with.
+pub struct ProbeConnection {
+    pub request: ferrosock::Request,
+}
+
+impl ConnectionHandler for ProbeConnection {
+    type Server = Probe;
+
+    fn on_open(&self, ws: &WebSocketConnection<Probe>, event: OpenEvent) {
+        let probe = ws.wss().handler();
+        probe.record(format!(
+            "{} status={} registry={}",
+            event.event_type(),
+            ws.status(),
+            registry(ws.wss(), ws.id())
+        ));
+        if let Behavior::PanicOnOpen = probe.behavior {
+            panic!("on_open exploded");
+        }
+    }
+
+    fn on_message(&self, ws: &WebSocketConnection<Probe>, event: MessageEvent) {
+        let probe = ws.wss().handler();
+        let shown = match &event.data {
+            ferrosock::Message::Text(t) => format!("Text({t})"),
+            ferrosock::Message::Blob(b) => format!("Blob({b:?})"),
+            ferrosock::Message::Object(v) => format!("Object({v})"),
+        };
+        probe.record(format!("message {shown}"));
+        match &probe.behavior {
+            Behavior::Echo => {
+                ws.send(event.data).expect("send succeeds");
+            }
+            Behavior::Silent | Behavior::PanicOnOpen => {}
+            Behavior::PanicOn(trigger) => {
+                if event.data.as_text() == Some(trigger) {
+                    panic!("on_message exploded");
+                }
+                ws.send(event.data).expect("send succeeds");
+            }
+            Behavior::Flood(copies) => {
+                for _ in 0..*copies {
+                    if let Err(err) = ws.send(event.data.clone()) {
+                        probe.send_errors.lock().unwrap().push(err.kind());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_error(&self, ws: &WebSocketConnection<Probe>, event: ErrorEvent) {
+        let e = &event.errors[0];
+        ws.wss().handler().record(format!(
+            "error {} {}: {}",
+            e.err_code, e.component_signature, e.message
+        ));
+    }
+
+    fn on_terminate(&self, ws: &WebSocketConnection<Probe>, event: TerminateEvent) {
+        ws.wss().handler().record(format!(
+            "terminate {} {:?} clean={} status={} registry={}",
+            event.code,
+            event.reason,
+            event.was_clean,
+            ws.status(),
+            registry(ws.wss(), ws.id())
+        ));
+    }
+}
+
+/// A probe server on a fresh web server; `on_open`'s event is consumed.
+pub async fn probe_server(
+    behavior: Behavior,
+    options: ServerOptions,
+) -> (WebServer, WebSocketServer<Probe>, Events) {
+    let web = web_server().await;
+    let (probe, mut events) = Probe::new(behavior);
+    let wss = WebSocketServer::new(&web, probe, options).expect("server attaches");
+    events.expect(&["server open terminated=false"]).await;
+    (web, wss, events)
+}
+
+/// Shorthand for a text payload as the decoder returns it.
+pub fn text(s: &str) -> Decoded {
+    Decoded::Text(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+/// Shorthand for a binary payload as the decoder returns it.
+pub fn binary(b: &[u8]) -> Decoded {
+    Decoded::Binary(Bytes::copy_from_slice(b))
+}

@@ -1,0 +1,12 @@
+//! ferrosock's integration tests: one binary, one module per area.
+
+#[path = "it/callbacks.rs"]
+mod callbacks;
+#[path = "it/closing.rs"]
+mod closing;
+#[path = "it/limits.rs"]
+mod limits;
+#[path = "it/robustness.rs"]
+mod robustness;
+#[path = "it/web.rs"]
+mod web;
