@@ -444,7 +444,7 @@ impl ServerHandler for Probe {
         if self.panic_on_connection {
             panic!("on_connection exploded");
         }
-        (!self.refuse).then(|| ProbeConnection { request })
+        (!self.refuse).then_some(ProbeConnection { request })
     }
 
     fn on_open(&self, wss: &WebSocketServer<Self>, _: OpenEvent) {
