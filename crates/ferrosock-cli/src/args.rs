@@ -76,7 +76,7 @@ pub fn report_usage_error(err: &clap::Error) -> ExitCode {
             let rendered = err.to_string();
             let first = rendered.lines().next().unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("ferrosock: {first} (see ferrosock --help)");
+            crate::note(format_args!("ferrosock: {first} (see ferrosock --help)"));
             ExitCode::from(2)
         }
     }

@@ -26,6 +26,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // On a failed write it would report with eprintln!, which panics once stderr is closed.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -34,7 +36,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("ferrosock: cannot start the runtime: {err}");
+            note(format_args!("ferrosock: cannot start the runtime: {err}"));
             return ExitCode::FAILURE;
         }
     };
@@ -48,7 +50,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line: the error and its causes.
-            eprintln!("ferrosock: {err:#}");
+            note(format_args!("ferrosock: {err:#}"));
             ExitCode::FAILURE
         }
     }
@@ -95,7 +97,7 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
         server_options(&args.common).data_type(DataType::Auto),
     )
     .context("cannot attach the echo server")?;
-    eprintln!("ferrosock echo: ws://{}/", web.local_addr());
+    note(format_args!("ferrosock echo: ws://{}/", web.local_addr()));
     run_until_signal(&web).await
 }
 
@@ -110,6 +112,13 @@ fn server_options(common: &CommonArgs) -> ServerOptions {
         .limits(limits)
 }
 
+/// Writes a line to stderr. Unlike `eprintln!`, a closed stderr (the reader went away) is not a
+/// reason to crash a server: the line is dropped.
+fn note(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Serves until SIGINT or SIGTERM, then stops: every WebSocket client gets close 1001.
 async fn run_until_signal(web: &WebServer) -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -118,7 +127,7 @@ async fn run_until_signal(web: &WebServer) -> anyhow::Result<()> {
         result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT")?,
         _ = terminate.recv() => {}
     }
-    eprintln!("ferrosock: stopping");
+    note(format_args!("ferrosock: stopping"));
     web.stop().await;
     Ok(())
 }
