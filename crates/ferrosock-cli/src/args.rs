@@ -23,6 +23,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Address to listen on (host:port; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
     #[command(flatten)]
     pub common: CommonArgs,
     /// Serve the files of this folder (index.html for folders); the demo page stays at / unless
@@ -33,15 +36,16 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct EchoArgs {
+    /// Address to listen on (host:port; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
+    pub listen: String,
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
+/// Options every server command takes.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// Address to listen on (host:port; port 0 picks a free one).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: String,
     /// Most WebSocket connections open at once per endpoint; more get HTTP 503.
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = positive)]
     pub max_connections: usize,

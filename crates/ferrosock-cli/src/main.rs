@@ -57,7 +57,11 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut options = web_options(&args.common).asset("/", "text/html; charset=utf-8", DEMO_PAGE);
+    let mut options = WebServerOptions::default().listen(args.listen).asset(
+        "/",
+        "text/html; charset=utf-8",
+        DEMO_PAGE,
+    );
     if let Some(dir) = &args.static_dir {
         anyhow::ensure!(dir.is_dir(), "--static {}: not a directory", dir.display());
         options = options.static_dir(dir);
@@ -90,7 +94,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn echo(args: EchoArgs) -> anyhow::Result<()> {
-    let web = WebServer::start(web_options(&args.common)).await?;
+    let web = WebServer::start(WebServerOptions::default().listen(args.listen)).await?;
     WebSocketServer::new(
         &web,
         endpoints::Echo,
@@ -99,10 +103,6 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
     .context("cannot attach the echo server")?;
     note(format_args!("ferrosock echo: ws://{}/", web.local_addr()));
     run_until_signal(&web).await
-}
-
-fn web_options(common: &CommonArgs) -> WebServerOptions {
-    WebServerOptions::default().listen(common.listen.clone())
 }
 
 fn server_options(common: &CommonArgs) -> ServerOptions {

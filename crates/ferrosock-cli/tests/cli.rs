@@ -91,6 +91,18 @@ fn help_describes_each_command() {
 }
 
 #[test]
+fn default_addresses() {
+    for (command, addr) in [("serve", "127.0.0.1:8080"), ("echo", "127.0.0.1:9001")] {
+        let output = ferrosock(&[command, "--help"]);
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            help.contains(&format!("[default: {addr}]")),
+            "{command}: {help}"
+        );
+    }
+}
+
+#[test]
 fn a_bad_flag_is_one_line_and_a_failure() {
     for args in [
         &["serve", "--bogus"][..],
