@@ -298,3 +298,33 @@ async fn stopping_the_web_server_closes_clients_with_1001_and_frees_the_port() {
     let err = WebSocketServer::new(&web, probe, ServerOptions::default()).unwrap_err();
     assert_eq!(err.kind(), ferrosock::ErrorKind::NotStarted);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_is_bounded_by_one_shutdown_timeout() {
+    let web = web_server_with(
+        ferrosock::WebServerOptions::default().shutdown_timeout(Duration::from_millis(400)),
+    )
+    .await;
+    let (probe, mut events) = Probe::new(Behavior::Echo);
+    let _wss = WebSocketServer::new(&web, probe, ServerOptions::default()).unwrap();
+    events.next().await;
+    // A WebSocket client that never answers the close frame...
+    let mut mute = RawClient::connect(web.local_addr(), "/").await;
+    // ...and an HTTP client stuck halfway through its request head.
+    let mut stuck = tokio::net::TcpStream::connect(web.local_addr())
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stuck, b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    within("stop", web.stop()).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(700),
+        "stop took {elapsed:?} for a 400 ms timeout"
+    );
+    assert_eq!(mute.recv_close().await.unwrap().code, CloseCode::GOING_AWAY);
+    assert_eq!(mute.recv().await, None, "forced shut after the timeout");
+}

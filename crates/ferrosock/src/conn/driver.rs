@@ -241,9 +241,9 @@ where
                 Poll::Pending => false,
             };
             // Our close frame is out and we owe nothing more: half-close. A server then closes
-            // the socket (RFC 6455 §7.1.1); a client and a failing endpoint wait for the peer's
-            // EOF, reading and discarding, so that an unread byte does not turn our close into
-            // a reset.
+            // the socket (RFC 6455 §7.1.1); a client waits for the server's EOF, and a failing
+            // endpoint for the peer's close reply (or EOF), reading on so that an unread byte
+            // does not turn our close into a reset.
             let owe_nothing = self.failure.is_some() || self.close_received.is_some();
             if flushed && self.close_sent && owe_nothing && !self.write_shutdown {
                 match Pin::new(&mut self.io).poll_shutdown(cx) {
@@ -266,10 +266,7 @@ where
                 match self.poll_read_some(cx) {
                     Poll::Ready(Ok(0)) => {
                         self.read_eof = true;
-                        progressed = true;
-                        if let Some(ending) = self.on_eof() {
-                            return Poll::Ready(ending);
-                        }
+                        return Poll::Ready(self.on_eof());
                     }
                     Poll::Ready(Ok(_)) => {
                         progressed = true;
@@ -494,22 +491,23 @@ where
         Some(clean_ending(frame))
     }
 
-    fn on_eof(&mut self) -> Option<Ending> {
+    /// The peer closed its side: whatever state the close handshake is in, the connection is over.
+    fn on_eof(&self) -> Ending {
         if let Some(failure) = &self.failure {
-            return Some(failure.clone());
+            return failure.clone();
         }
         match &self.close_received {
-            Some(frame) if self.write_shutdown || self.out.is_empty() => Some(clean_ending(frame)),
+            Some(frame) if self.write_shutdown || self.out.is_empty() => clean_ending(frame),
             // The peer's close arrived and it hung up before our reply was written.
-            Some(frame) => Some(Ending {
+            Some(frame) => Ending {
                 was_clean: false,
                 ..clean_ending(frame)
-            }),
-            None => Some(Ending::abnormal(if self.close_sent {
+            },
+            None => Ending::abnormal(if self.close_sent {
                 "connection closed by the peer before its close frame"
             } else {
                 "connection closed by the peer without a close frame"
-            })),
+            }),
         }
     }
 

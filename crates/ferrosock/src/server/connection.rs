@@ -65,8 +65,8 @@ impl<H: ServerHandler> WebSocketConnection<H> {
     /// Sends a message: a `Text` as a text frame, a `Blob` as a binary frame, an `Object` as a
     /// text frame with its JSON. Never blocks: the message is queued for the connection's task.
     ///
-    /// Fails with [`ErrorKind::NotConnected`] unless the connection is `Connected`, and with
-    /// [`ErrorKind::BufferFull`] when the outgoing byte budget would be exceeded (and then,
+    /// Fails with [`ErrorKind::NotConnected`](crate::ErrorKind::NotConnected) unless the connection is `Connected`, and with
+    /// [`ErrorKind::BufferFull`](crate::ErrorKind::BufferFull) when the outgoing byte budget would be exceeded (and then,
     /// by default, the connection is closed with 1008; see
     /// [`BackpressurePolicy`](crate::BackpressurePolicy)). Nothing is queued on an error.
     pub fn send(&self, message: impl Into<Message>) -> Result<(), Error> {

@@ -342,6 +342,9 @@ impl WebInner {
             // The listener is dropped when the loop ends: the port is free after this.
             let _ = task.await;
         }
+        // One deadline for everything: WebSocket close handshakes and HTTP requests in flight
+        // run side by side (HTTP connections were told to finish when `stopping` fired).
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         let routes = std::mem::take(&mut *self.routes.write().unwrap_or_else(|p| p.into_inner()));
         let terminating: Vec<Terminating> = routes
             .by_path
@@ -350,10 +353,11 @@ impl WebInner {
             .map(|route| route.shutdown(self.shutdown_timeout))
             .collect();
         for handle in terminating {
+            // Each one forces its stragglers at the deadline, so this wait is bounded.
             handle.await;
         }
         self.http_connections.close();
-        if tokio::time::timeout(self.shutdown_timeout, self.http_connections.wait())
+        if tokio::time::timeout_at(deadline, self.http_connections.wait())
             .await
             .is_err()
         {
