@@ -8,9 +8,20 @@
 
 mod driver;
 mod queue;
+mod stream;
 
 pub(crate) use driver::{run, Callbacks, DriverConfig, Ending, Incoming};
 pub(crate) use queue::{Command, SendError, Shared};
+pub(crate) use stream::Stream;
+
+/// Ids are unique in the process: server connections and client sockets draw from one counter,
+/// starting at 1.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The next connection id.
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Where a connection is in its life.
 ///

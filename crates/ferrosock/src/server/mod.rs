@@ -4,13 +4,11 @@
 mod connection;
 mod handler;
 mod request;
-mod stream;
 mod web_server;
 mod websocket_server;
 
 pub use connection::WebSocketConnection;
 pub use handler::{ConnectionHandler, ServerHandler};
 pub use request::{Params, Request};
-pub(crate) use stream::ServerStream;
-pub use web_server::{WebServer, WebServerOptions};
+pub use web_server::{TlsFiles, WebServer, WebServerOptions};
 pub use websocket_server::{ServerOptions, Terminating, WebSocketServer};

@@ -27,7 +27,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
 use super::websocket_server::Terminating;
-use super::ServerStream;
+use crate::conn::Stream;
 use crate::error::{Error, ErrorKind};
 use crate::proto::handshake;
 
@@ -56,7 +56,19 @@ pub struct WebServerOptions {
     /// How long [`WebServer::stop`] lets WebSocket close handshakes and in-flight HTTP requests
     /// run before closing what is left. Default: 10 s.
     pub shutdown_timeout: Duration,
+    /// Serve HTTPS (and `wss://`) with this PEM certificate chain and PEM private key, instead of
+    /// plain HTTP. Default: none.
+    pub tls: Option<TlsFiles>,
     assets: HashMap<String, Asset>,
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert_chain: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 #[derive(Clone, Debug)]
@@ -72,6 +84,7 @@ impl Default for WebServerOptions {
             static_dir: None,
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
+            tls: None,
             assets: HashMap::new(),
         }
     }
@@ -99,6 +112,20 @@ impl WebServerOptions {
     /// Sets [`WebServerOptions::shutdown_timeout`].
     pub fn shutdown_timeout(mut self, timeout: Duration) -> WebServerOptions {
         self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Sets [`WebServerOptions::tls`]: serve HTTPS and `wss://` with this certificate chain and
+    /// key (PEM files, read when the server starts).
+    pub fn tls(
+        mut self,
+        cert_chain: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> WebServerOptions {
+        self.tls = Some(TlsFiles {
+            cert_chain: cert_chain.into(),
+            key: key.into(),
+        });
         self
     }
 
@@ -145,6 +172,7 @@ pub struct WebServer {
 
 pub(crate) struct WebInner {
     local_addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     running: AtomicBool,
     routes: RwLock<Routes>,
     static_dir: Option<ServeDir>,
@@ -188,8 +216,16 @@ impl WebServer {
     /// Binds the listening socket and starts serving. Must be called inside a tokio runtime,
     /// which runs every connection of this server.
     ///
-    /// Fails with [`ErrorKind::Io`] if the address cannot be bound (in use, say).
+    /// Fails with [`ErrorKind::Io`] if the address cannot be bound (in use, say), and with
+    /// [`ErrorKind::Tls`] if the TLS files cannot be read or do not fit together.
     pub async fn start(options: WebServerOptions) -> Result<WebServer, Error> {
+        let tls = match &options.tls {
+            Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+                &files.cert_chain,
+                &files.key,
+            )?)),
+            None => None,
+        };
         let listener = TcpListener::bind(&options.listen).await.map_err(|err| {
             Error::with_source(
                 ErrorKind::Io,
@@ -206,6 +242,7 @@ impl WebServer {
             .map(|dir| ServeDir::new(dir).append_index_html_on_directories(true));
         let inner = Arc::new(WebInner {
             local_addr,
+            tls,
             running: AtomicBool::new(true),
             routes: RwLock::new(Routes::default()),
             static_dir,
@@ -227,6 +264,11 @@ impl WebServer {
     /// The address the server listens on (with the port the system picked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// Whether the server speaks HTTPS (and `wss://`).
+    pub fn is_tls(&self) -> bool {
+        self.inner.tls.is_some()
     }
 
     /// Whether the server is running: from `start` until `stop` is called.
@@ -256,6 +298,7 @@ impl fmt::Debug for WebServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebServer")
             .field("local_addr", &self.inner.local_addr)
+            .field("tls", &self.is_tls())
             .field("running", &self.is_running())
             .finish()
     }
@@ -447,11 +490,26 @@ async fn accept_loop(inner: Arc<WebInner>, listener: TcpListener) {
                     tracing::debug!(%remote, "cannot set TCP_NODELAY: {err}");
                 }
                 let inner = inner.clone();
-                inner.http_connections.clone().spawn(serve_http(
-                    inner,
-                    ServerStream::Plain(stream),
-                    remote,
-                ));
+                inner.http_connections.clone().spawn(async move {
+                    let stream = match &inner.tls {
+                        None => Stream::Plain(stream),
+                        Some(acceptor) => {
+                            let accept = acceptor.accept(stream);
+                            match tokio::time::timeout(inner.handshake_timeout, accept).await {
+                                Ok(Ok(tls)) => Stream::ServerTls(Box::new(tls)),
+                                Ok(Err(err)) => {
+                                    tracing::debug!(%remote, "TLS handshake failed: {err}");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%remote, "TLS handshake timed out");
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    serve_http(inner, stream, remote).await;
+                });
             }
             Err(err) => {
                 // Out of file descriptors, most likely: wait a moment rather than spin.
@@ -462,7 +520,7 @@ async fn accept_loop(inner: Arc<WebInner>, listener: TcpListener) {
     }
 }
 
-async fn serve_http(inner: Arc<WebInner>, stream: ServerStream, remote: SocketAddr) {
+async fn serve_http(inner: Arc<WebInner>, stream: Stream, remote: SocketAddr) {
     let service_inner = inner.clone();
     let service = hyper::service::service_fn(move |request| {
         let inner = service_inner.clone();

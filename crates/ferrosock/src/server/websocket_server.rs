@@ -7,7 +7,7 @@ use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -19,11 +19,9 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{watch, Notify};
 
 use super::web_server::{switching_protocols, text_response, Body, Route, WebInner};
-use super::{
-    ConnectionHandler, Request, ServerHandler, ServerStream, WebServer, WebSocketConnection,
-};
-use crate::conn::{self, Callbacks, DriverConfig, Ending, Incoming};
-use crate::error::{Error, ErrorKind};
+use super::{ConnectionHandler, Request, ServerHandler, WebServer, WebSocketConnection};
+use crate::conn::{self, next_id, Callbacks, DriverConfig, Ending, Incoming, Stream};
+use crate::error::{panic_message, Error, ErrorKind};
 use crate::event::{
     ConnectionEvent, ErrorEvent, ErrorInfo, MessageEvent, OpenEvent, ServerTerminateEvent,
     TerminateEvent,
@@ -134,13 +132,6 @@ struct ServerInner<H: ServerHandler> {
     all_ended: Notify,
     terminated: AtomicBool,
     done: watch::Sender<bool>,
-}
-
-/// Ids are unique in the process: server connections and client sockets draw from one counter.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-pub(crate) fn next_id() -> u64 {
-    NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 impl<H: ServerHandler> WebSocketServer<H> {
@@ -370,9 +361,9 @@ async fn run_connection<H: ServerHandler>(
             return;
         }
     };
-    // The web server serves every connection as `TokioIo<ServerStream>`; taking it back out
+    // The web server serves every connection as `TokioIo<Stream>`; taking it back out
     // of hyper's `Upgraded` box removes a dynamic call from every read and write.
-    let (stream, read_buf) = match upgraded.downcast::<TokioIo<ServerStream>>() {
+    let (stream, read_buf) = match upgraded.downcast::<TokioIo<Stream>>() {
         Ok(parts) => (parts.io.into_inner(), BytesMut::from(&parts.read_buf[..])),
         Err(_) => {
             tracing::error!("upgraded connection of an unexpected type; closing it");
@@ -528,16 +519,6 @@ fn normalize_path(path: Option<&str>) -> Option<String> {
     } else {
         format!("/{path}")
     })
-}
-
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
 }
 
 impl<H: ServerHandler> Clone for WebSocketServer<H> {
