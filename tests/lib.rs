@@ -275,12 +275,19 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
     .await
 }
 
+/// Reads an HTTP head, lower-cased (names and values), and the bytes after it.
 async fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
-    within("an HTTP response", async {
+    let (head, rest) = read_raw_head(stream).await;
+    (head.to_ascii_lowercase(), rest)
+}
+
+/// Reads an HTTP head as it came, and the bytes after it.
+async fn read_raw_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    within("an HTTP head", async {
         let mut buf = Vec::new();
         loop {
             if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                 return (head, buf[end + 4..].to_vec());
             }
             let mut chunk = [0u8; 4096];
@@ -399,6 +406,11 @@ impl Events {
             "expected {prefix:?}..., got {got:?}"
         );
         got
+    }
+
+    /// The next event line if one is already there, without waiting.
+    pub fn try_next(&mut self) -> Option<String> {
+        self.0.try_recv().ok()
     }
 
     /// Asserts that no event arrives within `wait`.
@@ -560,4 +572,177 @@ pub fn text(s: &str) -> Decoded {
 /// Shorthand for a binary payload as the decoder returns it.
 pub fn binary(b: &[u8]) -> Decoded {
     Decoded::Binary(Bytes::copy_from_slice(b))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client probe
+
+/// A client handler that records every callback as a line of text.
+pub struct ClientProbe {
+    events: mpsc::UnboundedSender<String>,
+    pub data_type: ferrosock::DataType,
+    pub headers: ferrosock::Params,
+    /// Panics in `on_message` when the message text is this.
+    pub panic_on: Option<&'static str>,
+}
+
+impl ClientProbe {
+    pub fn new() -> (ClientProbe, Events) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let probe = ClientProbe {
+            events: tx,
+            data_type: ferrosock::DataType::Text,
+            headers: ferrosock::Params::default(),
+            panic_on: None,
+        };
+        (probe, Events(rx))
+    }
+
+    fn record(&self, line: String) {
+        let _ = self.events.send(line);
+    }
+}
+
+impl ferrosock::ClientHandler for ClientProbe {
+    fn on_open(&self, ws: &ferrosock::WebSocket<Self>, event: OpenEvent) {
+        self.record(format!("{} status={}", event.event_type(), ws.status()));
+    }
+
+    fn on_message(&self, _ws: &ferrosock::WebSocket<Self>, event: MessageEvent) {
+        let shown = match &event.data {
+            ferrosock::Message::Text(t) => format!("Text({t})"),
+            ferrosock::Message::Blob(b) => format!("Blob({b:?})"),
+            ferrosock::Message::Object(v) => format!("Object({v})"),
+        };
+        self.record(format!("message {shown}"));
+        if self.panic_on.is_some() && event.data.as_text() == self.panic_on {
+            panic!("client on_message exploded");
+        }
+    }
+
+    fn on_error(&self, _ws: &ferrosock::WebSocket<Self>, event: ErrorEvent) {
+        let e = &event.errors[0];
+        self.record(format!(
+            "error {} {}: {}",
+            e.err_code, e.component_signature, e.message
+        ));
+    }
+
+    fn on_terminate(&self, ws: &ferrosock::WebSocket<Self>, event: TerminateEvent) {
+        self.record(format!(
+            "terminate {} {:?} clean={} status={}",
+            event.code,
+            event.reason,
+            event.was_clean,
+            ws.status()
+        ));
+    }
+
+    fn data_type(&self) -> ferrosock::DataType {
+        self.data_type
+    }
+
+    fn headers(&self) -> ferrosock::Params {
+        self.headers.clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test PKI
+
+/// A private CA and a server certificate it signed (for `localhost`, `127.0.0.1` and `::1`),
+/// written as PEM files into a fresh folder; plus a second CA that signed nothing.
+pub struct TestPki {
+    pub dir: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+    pub other_ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl TestPki {
+    pub fn generate(name: &str) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = std::env::temp_dir().join(format!("ferrosock-pki-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = |common_name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(DnType::CommonName, common_name);
+            let cert = params.self_signed(&key).unwrap();
+            (cert.pem(), Issuer::new(params, key))
+        };
+        let (ca_pem, issuer) = ca("ferrosock test CA");
+        let (other_pem, _) = ca("an unrelated CA");
+        let key = KeyPair::generate().unwrap();
+        let names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let pki = TestPki {
+            ca: dir.join("ca.pem"),
+            other_ca: dir.join("other-ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            dir,
+        };
+        std::fs::write(&pki.ca, ca_pem).unwrap();
+        std::fs::write(&pki.other_ca, other_pem).unwrap();
+        std::fs::write(&pki.cert, cert.pem()).unwrap();
+        std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+        pki
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw server
+
+/// A TCP server for one connection that answers the opening request with `answer` (a function
+/// of the request's `Sec-WebSocket-Key`), then sends `then` and keeps the socket open.
+pub async fn raw_server(
+    answer: impl Fn(&str) -> String + Send + 'static,
+    then: Vec<u8>,
+) -> (SocketAddr, tokio::task::JoinHandle<TcpStream>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let (head, _) = read_raw_head(&mut stream).await;
+        let key = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| value.trim().to_owned())
+            })
+            .unwrap_or_default();
+        stream.write_all(answer(&key).as_bytes()).await.unwrap();
+        stream.write_all(&then).await.unwrap();
+        stream
+    });
+    (addr, task)
+}
+
+/// A valid 101 answer to a request with `key`.
+pub fn switching_protocols(key: &str) -> String {
+    let accept = ferrosock::proto::handshake::accept_key(key.as_bytes());
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\r\n",
+        accept.to_str().unwrap()
+    )
 }

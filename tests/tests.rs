@@ -2,6 +2,8 @@
 
 #[path = "it/callbacks.rs"]
 mod callbacks;
+#[path = "it/client.rs"]
+mod client;
 #[path = "it/closing.rs"]
 mod closing;
 #[path = "it/limits.rs"]

@@ -24,6 +24,8 @@ struct ErrorImpl {
     kind: ErrorKind,
     message: String,
     source: Option<Source>,
+    /// The HTTP status of a refused opening handshake.
+    status: Option<u16>,
 }
 
 /// What kind of error happened.
@@ -47,8 +49,19 @@ pub enum ErrorKind {
     Json,
     /// The peer broke the WebSocket protocol.
     Protocol,
-    /// The opening handshake failed.
+    /// The opening handshake failed: a status other than 101 (see [`Error::http_status`]), a
+    /// wrong `Sec-WebSocket-Accept`, a malformed answer.
     Handshake,
+    /// A URL that is not `ws://` or `wss://`, or that cannot be parsed.
+    InvalidUrl,
+    /// The host name could not be resolved.
+    Dns,
+    /// No TCP connection could be made (refused, unreachable).
+    Connect,
+    /// TLS failed: a certificate that is not trusted or does not match, a bad PEM file.
+    Tls,
+    /// Connecting took longer than the connect timeout.
+    Timeout,
 }
 
 impl Error {
@@ -58,6 +71,7 @@ impl Error {
                 kind,
                 message: message.into(),
                 source: None,
+                status: None,
             }),
         }
     }
@@ -72,9 +86,19 @@ impl Error {
         err
     }
 
+    pub(crate) fn with_status(mut self, status: u16) -> Error {
+        self.inner.status = Some(status);
+        self
+    }
+
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind
+    }
+
+    /// The HTTP status the server answered the opening handshake with, when it was not 101.
+    pub fn http_status(&self) -> Option<u16> {
+        self.inner.status
     }
 
     /// The message would exceed the connection's outgoing byte budget.
@@ -93,6 +117,9 @@ impl fmt::Debug for Error {
         let mut s = f.debug_struct("Error");
         s.field("kind", &self.inner.kind);
         s.field("message", &self.inner.message);
+        if let Some(status) = self.inner.status {
+            s.field("status", &status);
+        }
         if let Some(source) = &self.inner.source {
             s.field("source", source);
         }
@@ -128,6 +155,17 @@ impl From<crate::conn::SendError> for Error {
                 format!("cannot send: {buffered} bytes already queued (budget {budget})"),
             ),
         }
+    }
+}
+
+/// The message of a caught panic, for error reports.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
     }
 }
 

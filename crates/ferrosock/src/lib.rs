@@ -62,6 +62,7 @@
 #![deny(missing_docs, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+mod client;
 mod conn;
 mod error;
 mod event;
@@ -69,9 +70,11 @@ mod limits;
 mod message;
 pub mod proto;
 mod server;
+mod tls;
 
 pub use bytes::Bytes;
 pub use bytestring::ByteString;
+pub use client::{ClientHandler, ClientOptions, WebSocket};
 pub use conn::Status;
 pub use error::{Error, ErrorKind};
 pub use event::{
@@ -81,6 +84,6 @@ pub use event::{
 pub use limits::{BackpressurePolicy, Limits};
 pub use message::{DataType, Message};
 pub use server::{
-    ConnectionHandler, Params, Request, ServerHandler, ServerOptions, Terminating, WebServer,
-    WebServerOptions, WebSocketConnection, WebSocketServer,
+    ConnectionHandler, Params, Request, ServerHandler, ServerOptions, Terminating, TlsFiles,
+    WebServer, WebServerOptions, WebSocketConnection, WebSocketServer,
 };

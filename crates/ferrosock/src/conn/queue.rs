@@ -197,7 +197,6 @@ impl Shared {
     }
 
     /// Client side: the opening handshake succeeded.
-    #[allow(dead_code)] // used by the client (issue 3)
     pub(crate) fn set_connected(&self) {
         let _outbox = self.lock();
         if self.status() == Status::Connecting {

@@ -41,6 +41,24 @@ pub enum HandshakeError {
     /// A `Sec-WebSocket-Version` other than 13 (or none).
     #[error("unsupported Sec-WebSocket-Version (this server speaks 13)")]
     UnsupportedVersion,
+    /// Client side: the server answered with a status other than 101.
+    #[error("the server answered {0} instead of 101 Switching Protocols")]
+    Status(u16),
+    /// Client side: `Sec-WebSocket-Accept` missing or not the one the key calls for.
+    #[error("the server's Sec-WebSocket-Accept does not match the key")]
+    InvalidAccept,
+    /// Client side: a 101 without `Upgrade: websocket` and `Connection: upgrade`.
+    #[error("the server's 101 answer lacks 'Upgrade: websocket' or 'Connection: upgrade'")]
+    NotAnUpgrade,
+    /// Client side: the server chose an extension or a subprotocol the client did not offer.
+    #[error("the server selected {0} that the client did not offer")]
+    NotOffered(&'static str),
+    /// Client side: the answer is not HTTP.
+    #[error("malformed HTTP answer: {0}")]
+    MalformedResponse(String),
+    /// Client side: the answer's head is larger than any sane server sends.
+    #[error("the server's answer head exceeds {MAX_RESPONSE_HEAD} bytes")]
+    ResponseTooLarge,
 }
 
 impl HandshakeError {
@@ -123,6 +141,135 @@ pub fn accept_key(key: &[u8]) -> HeaderValue {
     sha1.update(GUID.as_bytes());
     let encoded = BASE64.encode(sha1.finalize());
     HeaderValue::from_str(&encoded).expect("base64 is a valid header value")
+}
+
+/// The most bytes of answer head a client reads before giving up.
+pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// Request headers the handshake sets itself; a client may not set them too.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+];
+
+/// The client's side of the opening handshake (RFC 6455 §4.1): the request, and the checks on
+/// the answer.
+///
+/// ```
+/// use ferrosock::proto::handshake::ClientHandshake;
+/// let handshake = ClientHandshake::new(*b"the sample nonce");
+/// assert_eq!(handshake.key(), "dGhlIHNhbXBsZSBub25jZQ==");
+/// let request = handshake.request("example.com", "/chat?room=1", &[]);
+/// assert!(request.starts_with(b"GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\n"));
+/// let answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+///     Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+/// assert_eq!(handshake.check_response(answer).unwrap(), Some(answer.len()));
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientHandshake {
+    key: String,
+    accept: HeaderValue,
+}
+
+impl ClientHandshake {
+    /// A handshake whose key is `nonce` in base64; the nonce must be random (RFC 6455 §4.1).
+    pub fn new(nonce: [u8; 16]) -> ClientHandshake {
+        let key = BASE64.encode(nonce);
+        let accept = accept_key(key.as_bytes());
+        ClientHandshake { key, accept }
+    }
+
+    /// The `Sec-WebSocket-Key` value.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The request: `GET resource HTTP/1.1`, `Host`, the upgrade headers, then `extra` (names
+    /// and values the caller has checked: no CR or LF, none of [`RESERVED_HEADERS`]). A `Host`
+    /// in `extra` replaces the default one.
+    pub fn request(&self, host: &str, resource: &str, extra: &[(String, String)]) -> Vec<u8> {
+        let mut request = format!("GET {resource} HTTP/1.1\r\n").into_bytes();
+        let mut push = |name: &str, value: &str| {
+            request.extend_from_slice(name.as_bytes());
+            request.extend_from_slice(b": ");
+            request.extend_from_slice(value.as_bytes());
+            request.extend_from_slice(b"\r\n");
+        };
+        if !extra
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
+            push("Host", host);
+        }
+        push("Upgrade", "websocket");
+        push("Connection", "Upgrade");
+        push("Sec-WebSocket-Key", &self.key);
+        push("Sec-WebSocket-Version", VERSION);
+        for (name, value) in extra {
+            push(name, value);
+        }
+        request.extend_from_slice(b"\r\n");
+        request
+    }
+
+    /// Checks the server's answer at the front of `buf`. `Ok(None)`: the head is not complete
+    /// yet. `Ok(Some(len))`: a valid 101 whose head took `len` bytes (what follows is
+    /// WebSocket data).
+    pub fn check_response(&self, buf: &[u8]) -> Result<Option<usize>, HandshakeError> {
+        self.check_response_offering(buf, &[])
+    }
+
+    /// [`check_response`](Self::check_response) for a request that offered subprotocols.
+    pub fn check_response_offering(
+        &self,
+        buf: &[u8],
+        offered_protocols: &[&str],
+    ) -> Result<Option<usize>, HandshakeError> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        let len = match response.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+                return Err(HandshakeError::ResponseTooLarge)
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(err) => return Err(HandshakeError::MalformedResponse(err.to_string())),
+        };
+        let status = response.code.unwrap_or(0);
+        if status != 101 {
+            return Err(HandshakeError::Status(status));
+        }
+        let mut map = HeaderMap::new();
+        for header in response.headers.iter() {
+            let name = header::HeaderName::from_bytes(header.name.as_bytes());
+            let value = HeaderValue::from_bytes(header.value);
+            if let (Ok(name), Ok(value)) = (name, value) {
+                map.append(name, value);
+            }
+        }
+        // RFC 6455 §4.1, the client's checks of the answer, in order.
+        if !is_upgrade_request(&map) || !header_has_token(&map, &header::CONNECTION, "upgrade") {
+            return Err(HandshakeError::NotAnUpgrade);
+        }
+        let mut accepts = map.get_all(header::SEC_WEBSOCKET_ACCEPT).iter();
+        match (accepts.next(), accepts.next()) {
+            (Some(accept), None) if accept.as_bytes().trim_ascii() == self.accept.as_bytes() => {}
+            _ => return Err(HandshakeError::InvalidAccept),
+        }
+        if map.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+            return Err(HandshakeError::NotOffered("an extension"));
+        }
+        if let Some(chosen) = map.get(header::SEC_WEBSOCKET_PROTOCOL) {
+            let chosen = chosen.to_str().unwrap_or_default().trim();
+            if !offered_protocols.contains(&chosen) {
+                return Err(HandshakeError::NotOffered("a subprotocol"));
+            }
+        }
+        Ok(Some(len))
+    }
 }
 
 /// Whether any of the `name` headers holds `token` in its comma-separated list
@@ -233,6 +380,87 @@ mod tests {
             "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
         );
         assert_eq!(check(&headers), Err(HandshakeError::MissingKey));
+    }
+
+    const ANSWER: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                          Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
+
+    fn client() -> ClientHandshake {
+        ClientHandshake::new(*b"the sample nonce")
+    }
+
+    #[test]
+    fn a_client_request_carries_the_key_and_extra_headers_in_order() {
+        let extra = vec![
+            ("Cookie".to_owned(), "a=1; b=2".to_owned()),
+            ("X-Multi".to_owned(), "1".to_owned()),
+            ("X-Multi".to_owned(), "2".to_owned()),
+        ];
+        let request = String::from_utf8(client().request("[::1]:8080", "/", &extra)).unwrap();
+        assert_eq!(
+            request,
+            "GET / HTTP/1.1\r\nHost: [::1]:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Cookie: a=1; b=2\r\nX-Multi: 1\r\nX-Multi: 2\r\n\r\n"
+        );
+        let custom = vec![("host".to_owned(), "virtual.example".to_owned())];
+        let request = String::from_utf8(client().request("127.0.0.1", "/", &custom)).unwrap();
+        assert_eq!(request.matches("ost: ").count(), 1, "{request}");
+        assert!(request.contains("host: virtual.example"));
+    }
+
+    #[test]
+    fn the_answer_must_be_a_complete_101_with_the_right_accept() {
+        let full = format!("{ANSWER}\r\nleftover frame bytes");
+        assert_eq!(
+            client().check_response(full.as_bytes()),
+            Ok(Some(ANSWER.len() + 2))
+        );
+        // Every strict prefix of the head is incomplete.
+        for cut in 0..ANSWER.len() + 2 {
+            assert_eq!(
+                client().check_response(&full.as_bytes()[..cut]),
+                Ok(None),
+                "{cut}"
+            );
+        }
+        let cases: &[(&str, HandshakeError)] = &[
+            ("HTTP/1.1 403 Forbidden\r\n\r\n", HandshakeError::Status(403)),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", HandshakeError::Status(200)),
+            ("HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", HandshakeError::NotAnUpgrade),
+            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n", HandshakeError::InvalidAccept),
+            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", HandshakeError::InvalidAccept),
+        ];
+        for (answer, expected) in cases {
+            assert_eq!(
+                client().check_response(answer.as_bytes()),
+                Err(expected.clone()),
+                "{answer}"
+            );
+        }
+        let extension = format!("{ANSWER}Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n");
+        assert_eq!(
+            client().check_response(extension.as_bytes()),
+            Err(HandshakeError::NotOffered("an extension"))
+        );
+        let protocol = format!("{ANSWER}Sec-WebSocket-Protocol: chat\r\n\r\n");
+        assert_eq!(
+            client().check_response(protocol.as_bytes()),
+            Err(HandshakeError::NotOffered("a subprotocol"))
+        );
+        assert_eq!(
+            client().check_response_offering(protocol.as_bytes(), &["chat"]),
+            Ok(Some(protocol.len()))
+        );
+        assert!(matches!(
+            client().check_response(b"SSH-2.0-OpenSSH\r\n\r\n"),
+            Err(HandshakeError::MalformedResponse(_))
+        ));
+        let endless = format!("HTTP/1.1 101 OK\r\nX: {}", "y".repeat(MAX_RESPONSE_HEAD));
+        assert_eq!(
+            client().check_response(endless.as_bytes()),
+            Err(HandshakeError::ResponseTooLarge)
+        );
     }
 
     #[test]

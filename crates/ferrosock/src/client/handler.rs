@@ -1,0 +1,72 @@
+//! The client's handler trait: 4D's `connectionHandler` object for `4D.WebSocket`.
+
+use super::WebSocket;
+use crate::event::{ErrorEvent, MessageEvent, OpenEvent, TerminateEvent};
+use crate::message::DataType;
+use crate::server::Params;
+
+/// A client socket's handler. Every callback is optional.
+///
+/// Callback order (SPEC §4): `on_open` once; zero or more `on_message`; zero or one `on_error`
+/// (no `on_message` after it); `on_terminate` always, last, exactly once. A connection that
+/// cannot be made gets `on_error` then `on_terminate` (1006) and no `on_open`.
+///
+/// ```
+/// use ferrosock::{ClientHandler, DataType, MessageEvent, Params, TerminateEvent, WebSocket};
+///
+/// struct Ticker;
+///
+/// impl ClientHandler for Ticker {
+///     fn on_message(&self, _ws: &WebSocket<Self>, event: MessageEvent) {
+///         println!("price: {}", event.data.to_text());
+///     }
+///     fn on_terminate(&self, _ws: &WebSocket<Self>, event: TerminateEvent) {
+///         println!("closed: {} {}", event.code, event.reason);
+///     }
+///     fn data_type(&self) -> DataType {
+///         DataType::Object
+///     }
+///     fn headers(&self) -> Params {
+///         [("Cookie", "session=abc; theme=dark"), ("X-Feed", "eu"), ("X-Feed", "us")].into_iter().collect()
+///     }
+/// }
+/// ```
+pub trait ClientHandler: Send + Sync + Sized + 'static {
+    /// The connection is open.
+    fn on_open(&self, ws: &WebSocket<Self>, event: OpenEvent) {
+        let _ = (ws, event);
+    }
+
+    /// A message arrived, converted to [`data_type`](Self::data_type).
+    fn on_message(&self, ws: &WebSocket<Self>, event: MessageEvent) {
+        let _ = (ws, event);
+    }
+
+    /// The connection failed or ended abnormally: `errors[0].err_code` is the close code (1006
+    /// when it could not be made or dropped; 1002, 1007, 1009... when a side failed it).
+    fn on_error(&self, ws: &WebSocket<Self>, event: ErrorEvent) {
+        let _ = (ws, event);
+    }
+
+    /// The connection ended. Always called, exactly once, last.
+    fn on_terminate(&self, ws: &WebSocket<Self>, event: TerminateEvent) {
+        let _ = (ws, event);
+    }
+
+    /// How received messages are converted (4D's `dataType`). With `Object`, a message that
+    /// is not JSON fails the connection with 1007 (an error ends a client's processing).
+    /// Default: `Text`.
+    fn data_type(&self) -> DataType {
+        DataType::Text
+    }
+
+    /// Extra headers for the opening request (4D's `headers`): a repeated name is sent once
+    /// per value; a `Cookie` is one `name=value; name2=value2` string. The handshake's own
+    /// headers (`Upgrade`, `Connection`, `Sec-WebSocket-*`) cannot be set. Default: none.
+    fn headers(&self) -> Params {
+        Params::default()
+    }
+}
+
+/// A handler that does nothing: for a socket that only sends.
+impl ClientHandler for () {}

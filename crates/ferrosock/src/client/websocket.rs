@@ -1,0 +1,360 @@
+//! `WebSocket`: a client socket (4D's `4D.WebSocket`), on the same driver as the server.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::sync::watch;
+
+use super::connect::{establish, request_headers, ClientOptions, Target};
+use super::ClientHandler;
+use crate::conn::{
+    self, next_id, Callbacks, Command, DriverConfig, Ending, Incoming, Shared, Status, Stream,
+};
+use crate::error::{panic_message, Error, ErrorKind};
+use crate::event::{ErrorEvent, ErrorInfo, MessageEvent, OpenEvent, TerminateEvent};
+use crate::message::{DataType, Message};
+use crate::proto::close::MAX_REASON_LEN;
+use crate::proto::{CloseCode, OutFrame, Role};
+
+/// A WebSocket client connection (4D's `4D.WebSocket`).
+///
+/// Two ways to open one:
+/// - [`WebSocket::new`] returns at once, with status `Connecting`; the connection is made in
+///   the background and the handler hears how it went (`on_open`, or `on_error` then
+///   `on_terminate` with 1006).
+/// - [`WebSocket::connect`] is awaited: it returns the connected socket (its `on_open` has
+///   run) or the error, and then no callback fires for the failed attempt.
+///
+/// A cheap handle: clones refer to the same socket, usable from any thread. The connection
+/// lives until it is closed (by [`terminate`](Self::terminate), by the server, or by a
+/// failure), whether or not handles remain.
+///
+/// ```no_run
+/// use ferrosock::{ClientHandler, MessageEvent, WebSocket};
+///
+/// struct Printer;
+/// impl ClientHandler for Printer {
+///     fn on_message(&self, _ws: &WebSocket<Self>, event: MessageEvent) {
+///         println!("{}", event.data.to_text());
+///     }
+/// }
+///
+/// # async fn run() -> Result<(), ferrosock::Error> {
+/// let ws = WebSocket::connect("ws://127.0.0.1:8080/echo", Printer).await?;
+/// ws.send("Hello world")?;
+/// ws.terminate();
+/// ws.closed().await; // on_terminate has run
+/// # Ok(()) }
+/// ```
+pub struct WebSocket<H: ClientHandler> {
+    inner: Arc<ClientInner<H>>,
+}
+
+struct ClientInner<H> {
+    id: u64,
+    url: String,
+    handler: H,
+    data_type: DataType,
+    shared: Shared,
+    /// True once `on_terminate` has run.
+    ended: watch::Sender<bool>,
+}
+
+/// What a connection attempt needs, checked before anything is spawned.
+struct Plan {
+    target: Target,
+    headers: Vec<(String, String)>,
+    options: ClientOptions,
+}
+
+impl<H: ClientHandler> WebSocket<H> {
+    /// Opens a client socket to `url` (`ws://host[:port]path[?query]` or `wss://…`) in the
+    /// background; see the type's docs. Must be called within a tokio runtime.
+    ///
+    /// Fails at once, with nothing spawned and no callback, for an invalid URL or scheme
+    /// ([`ErrorKind::InvalidUrl`]), invalid handler headers, or no runtime
+    /// ([`ErrorKind::InvalidArgument`]).
+    pub fn new(url: &str, handler: H) -> Result<Self, Error> {
+        WebSocket::with_options(url, handler, ClientOptions::default())
+    }
+
+    /// [`new`](Self::new) with options (connect timeout, limits, TLS roots).
+    pub fn with_options(url: &str, handler: H, options: ClientOptions) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                "WebSocket::new must be called within a tokio runtime",
+            )
+        })?;
+        let (ws, plan) = WebSocket::prepare(url, handler, options)?;
+        let task = ws.clone();
+        runtime.spawn(async move {
+            match establish(&plan.target, &plan.headers, &plan.options).await {
+                Ok((stream, leftover)) => task.run(stream, leftover, &plan.options).await,
+                Err(err) => task.connection_failed(&err),
+            }
+        });
+        Ok(ws)
+    }
+
+    /// Connects to `url` and returns once the socket is open and its `on_open` has run.
+    ///
+    /// Errors: [`ErrorKind::InvalidUrl`], [`ErrorKind::Dns`], [`ErrorKind::Connect`] (refused,
+    /// unreachable), [`ErrorKind::Tls`], [`ErrorKind::Handshake`] (with
+    /// [`Error::http_status`] when the server answered with another status than 101),
+    /// [`ErrorKind::Timeout`]. Dropping the future abandons the attempt.
+    pub async fn connect(url: &str, handler: H) -> Result<Self, Error> {
+        WebSocket::connect_with(url, handler, ClientOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect) with options (connect timeout, limits, TLS roots).
+    pub async fn connect_with(
+        url: &str,
+        handler: H,
+        options: ClientOptions,
+    ) -> Result<Self, Error> {
+        let (ws, plan) = WebSocket::prepare(url, handler, options)?;
+        match establish(&plan.target, &plan.headers, &plan.options).await {
+            Ok((stream, leftover)) => {
+                ws.open();
+                let task = ws.clone();
+                let config = DriverConfig::new(Role::Client, &plan.options.limits);
+                tokio::spawn(async move { task.drive(stream, leftover, config).await });
+                Ok(ws)
+            }
+            Err(err) => {
+                ws.inner.shared.finish();
+                ws.inner.ended.send_replace(true);
+                Err(err)
+            }
+        }
+    }
+
+    fn prepare(url: &str, handler: H, options: ClientOptions) -> Result<(Self, Plan), Error> {
+        let target = Target::parse(url)?;
+        let headers = request_headers(&handler.headers())?;
+        let limits = &options.limits;
+        let shared = Shared::new(
+            Status::Connecting,
+            limits.max_outgoing_bytes,
+            limits.backpressure,
+        );
+        let ws = WebSocket {
+            inner: Arc::new(ClientInner {
+                id: next_id(),
+                url: url.to_owned(),
+                data_type: handler.data_type(),
+                handler,
+                shared,
+                ended: watch::Sender::new(false),
+            }),
+        };
+        Ok((
+            ws,
+            Plan {
+                target,
+                headers,
+                options,
+            },
+        ))
+    }
+
+    /// The handshake succeeded: `Connected`, then `on_open`.
+    fn open(&self) {
+        self.inner.shared.set_connected();
+        self.guard("on_open", |h, ws| h.on_open(ws, OpenEvent::new()));
+    }
+
+    async fn run(self, stream: Stream, leftover: BytesMut, options: &ClientOptions) {
+        self.open();
+        self.drive(
+            stream,
+            leftover,
+            DriverConfig::new(Role::Client, &options.limits),
+        )
+        .await;
+    }
+
+    async fn drive(self, stream: Stream, leftover: BytesMut, config: DriverConfig) {
+        conn::run(stream, leftover, config, ClientCallbacks { ws: self }).await;
+    }
+
+    /// The background attempt failed: `on_error`, then `on_terminate` with 1006.
+    fn connection_failed(&self, err: &Error) {
+        self.inner.shared.finish();
+        let cause = err.to_string();
+        let info = ErrorInfo::close(CloseCode::ABNORMAL, Some(&cause));
+        self.guard("on_error", |h, ws| {
+            h.on_error(ws, ErrorEvent::new(vec![info]))
+        });
+        let event = TerminateEvent::new(CloseCode::ABNORMAL, "", false);
+        self.guard("on_terminate", |h, ws| h.on_terminate(ws, event));
+        self.inner.ended.send_replace(true);
+    }
+
+    /// How received messages are converted (from the handler's `data_type`).
+    pub fn data_type(&self) -> DataType {
+        self.inner.data_type
+    }
+
+    /// The handler given to `new` or `connect`.
+    pub fn handler(&self) -> &H {
+        &self.inner.handler
+    }
+
+    /// The socket's id: unique in the process, shared with server connections' ids.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// `Connecting`, `Connected`, `Closing` or `Closed`.
+    pub fn status(&self) -> Status {
+        self.inner.shared.status()
+    }
+
+    /// Exactly the URL given to `new` or `connect`.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// Sends a message: a `Text` as a text frame, a `Blob` as a binary frame, an `Object` as a
+    /// text frame with its JSON, masked with a fresh random key. Never blocks.
+    ///
+    /// Fails with [`ErrorKind::NotConnected`] unless the socket is `Connected` (nothing is
+    /// queued while connecting), and with [`ErrorKind::BufferFull`] when the outgoing byte
+    /// budget would be exceeded.
+    pub fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
+        let (opcode, payload) = message.into().into_frame();
+        let frame = OutFrame::new(Role::Client, opcode, payload, rand::random);
+        self.inner.shared.send(frame).map_err(Error::from)
+    }
+
+    /// Closes the connection normally (1000): a close frame, then the server's close frame and
+    /// its TCP close are awaited. Called while connecting, it closes as soon as the connection
+    /// is open. Does nothing if already closing.
+    pub fn terminate(&self) {
+        self.close(CloseCode::NORMAL, "");
+    }
+
+    /// Closes the connection with `code` and `reason` (4D's `terminate(code; reason)`).
+    ///
+    /// `code` must be 1000 or in 3000–4999, and `reason` at most 123 bytes of UTF-8;
+    /// otherwise [`ErrorKind::InvalidArgument`] is returned and nothing is closed.
+    pub fn terminate_with(&self, code: u16, reason: &str) -> Result<(), Error> {
+        if code != 1000 && !(3000..=4999).contains(&code) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("close code {code}: a client may close with 1000 or 3000-4999"),
+            ));
+        }
+        if reason.len() > MAX_REASON_LEN {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "close reason of {} bytes: at most {MAX_REASON_LEN}",
+                    reason.len()
+                ),
+            ));
+        }
+        self.close(CloseCode(code), reason);
+        Ok(())
+    }
+
+    /// Resolves once the socket is closed and `on_terminate` has run (at once if it has).
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut ended = self.inner.ended.subscribe();
+        async move {
+            // An error means the sender is gone, which only happens once everything has ended.
+            let _ = ended.wait_for(|ended| *ended).await;
+        }
+    }
+
+    fn close(&self, code: CloseCode, reason: &str) {
+        self.inner.shared.command(Command::Close {
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Runs a callback; a panic fails the connection with 1011 and is reported at its end.
+    fn guard(&self, callback: &str, f: impl FnOnce(&H, &Self)) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(&self.inner.handler, self))) {
+            let cause = format!("{callback} panicked: {}", panic_message(&*panic));
+            tracing::error!(id = self.id(), url = self.url(), "{cause}");
+            self.inner.shared.command(Command::Fail {
+                code: CloseCode::INTERNAL_ERROR,
+                reason: String::new(),
+                cause,
+                discard_queued: false,
+            });
+        }
+    }
+}
+
+/// Plugs a client socket's handler into the driver.
+struct ClientCallbacks<H: ClientHandler> {
+    ws: WebSocket<H>,
+}
+
+impl<H: ClientHandler> Callbacks for ClientCallbacks<H> {
+    fn shared(&self) -> &Shared {
+        &self.ws.inner.shared
+    }
+
+    fn on_message(&mut self, message: Incoming) {
+        match Message::convert(message, self.ws.inner.data_type) {
+            Ok(data) => self.ws.guard("on_message", |h, ws| {
+                h.on_message(ws, MessageEvent { data })
+            }),
+            // A client's error ends its processing (SPEC §4): fail with 1007.
+            Err(err) => self.ws.inner.shared.command(Command::Fail {
+                code: CloseCode::INVALID_PAYLOAD,
+                reason: "message is not valid JSON".to_owned(),
+                cause: format!("message is not valid JSON: {err}"),
+                discard_queued: false,
+            }),
+        }
+    }
+
+    fn on_end(self, ending: Ending) {
+        let ws = self.ws;
+        if !ending.code.is_normal() {
+            let info = ErrorInfo::close(ending.code, ending.cause.as_deref());
+            ws.guard("on_error", |h, ws| {
+                h.on_error(ws, ErrorEvent::new(vec![info]))
+            });
+        }
+        let event = TerminateEvent::new(ending.code, &ending.reason, ending.was_clean);
+        ws.guard("on_terminate", |h, ws| h.on_terminate(ws, event));
+        ws.inner.ended.send_replace(true);
+    }
+}
+
+impl<H: ClientHandler> Clone for WebSocket<H> {
+    fn clone(&self) -> Self {
+        WebSocket {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<H: ClientHandler> PartialEq for WebSocket<H> {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.id == other.inner.id
+    }
+}
+
+impl<H: ClientHandler> Eq for WebSocket<H> {}
+
+impl<H: ClientHandler> fmt::Debug for WebSocket<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("id", &self.id())
+            .field("url", &self.url())
+            .field("status", &self.status())
+            .finish()
+    }
+}
