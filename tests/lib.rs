@@ -481,6 +481,13 @@ impl ServerHandler for Probe {
     }
 }
 
+/// Sends `data` back; once the connection is closing there is nobody to answer.
+fn echo(ws: &WebSocketConnection<Probe>, data: ferrosock::Message) {
+    if let Err(err) = ws.send(data) {
+        assert!(err.is_not_connected(), "echo failed: {err}");
+    }
+}
+
 /// The connection handler of [`Probe`]; keeps the request it was accepted with.
 pub struct ProbeConnection {
     pub request: ferrosock::Request,
@@ -511,15 +518,13 @@ impl ConnectionHandler for ProbeConnection {
         };
         probe.record(format!("message {shown}"));
         match &probe.behavior {
-            Behavior::Echo => {
-                ws.send(event.data).expect("send succeeds");
-            }
+            Behavior::Echo => echo(ws, event.data),
             Behavior::Silent | Behavior::PanicOnOpen => {}
             Behavior::PanicOn(trigger) => {
                 if event.data.as_text() == Some(trigger) {
                     panic!("on_message exploded");
                 }
-                ws.send(event.data).expect("send succeeds");
+                echo(ws, event.data);
             }
             Behavior::Flood(copies) => {
                 for _ in 0..*copies {

@@ -155,7 +155,10 @@ async fn each_way_to_fail_has_its_error() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Handshake);
-    assert!(err.to_string().contains("Sec-WebSocket-Accept"), "{err}");
+    let cause = std::error::Error::source(&err)
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(cause.contains("Sec-WebSocket-Accept"), "{err}: {cause}");
     // Not HTTP at all.
     let (addr, _server) =
         raw_server(|_| "SSH-2.0-OpenSSH_9.2\r\n\r\n".to_owned(), Vec::new()).await;

@@ -328,3 +328,25 @@ async fn stop_is_bounded_by_one_shutdown_timeout() {
     assert_eq!(mute.recv_close().await.unwrap().code, CloseCode::GOING_AWAY);
     assert_eq!(mute.recv().await, None, "forced shut after the timeout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_peer_sent_before_seeing_our_close_are_delivered() {
+    let (_web, wss, mut events, mut client) = one_connection().await;
+    let connection = wss.connections().remove(0);
+    connection.terminate();
+    // The client has not read the close frame yet and keeps talking.
+    client.send_text("in flight 1").await;
+    client.send_text("in flight 2").await;
+    assert_eq!(client.recv_close().await.unwrap().code, CloseCode::NORMAL);
+    client.send_close(1000, "").await;
+    client.expect_eof().await;
+    events
+        .expect(&[
+            "message Text(in flight 1)",
+            "message Text(in flight 2)",
+            "terminate 1000 \"WebSocket has been closed normally.\" clean=true status=Closed registry=[]",
+        ])
+        .await;
+    // The replies the echo handler tried could not be sent: the connection was closing.
+    assert_eq!(connection.status(), Status::Closed);
+}

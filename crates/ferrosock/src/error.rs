@@ -127,13 +127,11 @@ impl fmt::Debug for Error {
     }
 }
 
+/// The message only; the cause is the [`source`](std::error::Error::source), so that error
+/// reporters (`anyhow`'s `{:#}`, for one) print each link of the chain once.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.inner.message)?;
-        if let Some(source) = &self.inner.source {
-            write!(f, ": {source}")?;
-        }
-        Ok(())
+        f.write_str(&self.inner.message)
     }
 }
 
@@ -156,6 +154,23 @@ impl From<crate::conn::SendError> for Error {
             ),
         }
     }
+}
+
+/// An error and its causes on one line, `message: cause: cause...`, for reports that are
+/// plain text (the `errors` of an `on_error` event).
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some I/O errors repeat their inner error's text; print it once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The message of a caught panic, for error reports.
@@ -181,13 +196,14 @@ mod tests {
     }
 
     #[test]
-    fn display_includes_the_source() {
+    fn display_is_the_message_and_the_cause_is_the_source() {
         let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
         let err = Error::with_source(ErrorKind::Io, "cannot listen on 127.0.0.1:1", io);
+        assert_eq!(err.to_string(), "cannot listen on 127.0.0.1:1");
         assert_eq!(
-            err.to_string(),
-            "cannot listen on 127.0.0.1:1: address in use"
+            std::error::Error::source(&err).unwrap().to_string(),
+            "address in use"
         );
-        assert!(std::error::Error::source(&err).is_some());
+        assert_eq!(chain(&err), "cannot listen on 127.0.0.1:1: address in use");
     }
 }

@@ -185,7 +185,7 @@ impl<H: ClientHandler> WebSocket<H> {
     /// The background attempt failed: `on_error`, then `on_terminate` with 1006.
     fn connection_failed(&self, err: &Error) {
         self.inner.shared.finish();
-        let cause = err.to_string();
+        let cause = crate::error::chain(err);
         let info = ErrorInfo::close(CloseCode::ABNORMAL, Some(&cause));
         self.guard("on_error", |h, ws| {
             h.on_error(ws, ErrorEvent::new(vec![info]))

@@ -375,9 +375,11 @@ where
     }
 
     fn deliver(&mut self, message: Incoming) {
-        // Once closing (terminate() was called, or a callback failed), messages still in the
-        // buffer are dropped: the application has said it is done with this connection.
-        if !self.close_sent && self.callbacks.shared().status() == super::Status::Connected {
+        // After our close frame, messages the peer sent before it saw it are still delivered
+        // (RFC 6455 §1.4: data may arrive until the peer's close frame), so that nothing the
+        // peer sent in good faith is lost. A failing connection delivers nothing more: that
+        // is decided by `fail`, which stops decoding, and by a pending failure command.
+        if self.failure.is_none() && !self.callbacks.shared().failing() {
             self.callbacks.on_message(message);
         }
     }

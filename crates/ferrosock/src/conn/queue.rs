@@ -6,7 +6,7 @@
 //! fills only its own budget.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use atomic_waker::AtomicWaker;
@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     /// Payload bytes queued by `send` and not yet written. Invariant: `<= budget` except
     /// transiently while the driver subtracts what it wrote.
     buffered: AtomicUsize,
+    /// Set when a `Fail` or `Abort` command is accepted.
+    failing: AtomicBool,
     budget: usize,
     policy: BackpressurePolicy,
 }
@@ -72,6 +74,7 @@ impl Shared {
             waker: AtomicWaker::new(),
             status: AtomicU8::new(status as u8),
             buffered: AtomicUsize::new(0),
+            failing: AtomicBool::new(false),
             budget,
             policy,
         }
@@ -139,8 +142,17 @@ impl Shared {
         if status != Status::Closed {
             self.set_status_locked(Status::Closing);
         }
+        if matches!(command, Command::Fail { .. } | Command::Abort { .. }) {
+            self.failing.store(true, Ordering::Release);
+        }
         outbox.command = Some(command);
         self.waker.wake();
+    }
+
+    /// Whether a `Fail` or `Abort` command was given: a callback panicked or the budget ran
+    /// out, and no more messages should be delivered.
+    pub(crate) fn failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
     }
 
     /// Driver side: moves queued frames into `into`, returns the pending command.
