@@ -19,6 +19,28 @@ pub enum Command {
     Serve(ServeArgs),
     /// Bare WebSocket echo server on every path (text stays text, binary stays binary).
     Echo(EchoArgs),
+    /// Terminal client: sends each line of stdin, prints each message received on a line.
+    Connect(ConnectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// ws://host[:port]/path[?query] or wss://...
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// An extra request header, 'Name: value' (repeat for more; a repeated name is sent once
+    /// per value).
+    #[arg(long = "header", short = 'H', value_name = "'NAME: VALUE'", value_parser = header)]
+    pub headers: Vec<(String, String)>,
+    /// Trust the CA certificates of this PEM file (besides the system's) for wss://.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Send each line as a binary message instead of a text one.
+    #[arg(long)]
+    pub binary: bool,
+    /// Give up connecting after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub connect_timeout: f64,
 }
 
 #[derive(Debug, Args)]
@@ -46,12 +68,27 @@ pub struct EchoArgs {
 /// Options every server command takes.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
+    /// Serve https:// and wss:// with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Most WebSocket connections open at once per endpoint; more get HTTP 503.
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = positive)]
     pub max_connections: usize,
     /// Largest message accepted, in bytes; larger ones close the connection with 1009.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     pub max_message_size: usize,
+}
+
+fn header(value: &str) -> Result<(String, String), String> {
+    match value.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err("expected 'Name: value'".to_owned()),
+    }
 }
 
 fn positive(value: &str) -> Result<usize, String> {

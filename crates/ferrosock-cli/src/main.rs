@@ -2,6 +2,7 @@
 //! and `echo` (a bare echo server for conformance and load tests).
 
 mod args;
+mod connect;
 mod endpoints;
 
 use std::process::ExitCode;
@@ -11,6 +12,18 @@ use clap::Parser as _;
 use ferrosock::{DataType, Limits, ServerOptions, WebServer, WebServerOptions, WebSocketServer};
 
 use args::{Cli, Command, CommonArgs, EchoArgs, ServeArgs};
+
+/// What `main` returns for a run that did not go as asked but printed why already.
+#[derive(Debug)]
+pub struct Reported(pub u8);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
 
 /// The demo page served at `/` by `ferrosock serve`.
 const DEMO_PAGE: &[u8] = include_bytes!("../../../web/index.html");
@@ -44,10 +57,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Echo(args) => echo(args).await,
+            Command::Connect(args) => connect::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<Reported>().is_some() => {
+            ExitCode::from(err.downcast_ref::<Reported>().map_or(1, |r| r.0))
+        }
         Err(err) => {
             // One line: the error and its causes.
             note(format_args!("ferrosock: {err:#}"));
@@ -57,11 +74,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut options = WebServerOptions::default().listen(args.listen).asset(
-        "/",
-        "text/html; charset=utf-8",
-        DEMO_PAGE,
-    );
+    let mut options =
+        web_options(args.listen, &args.common).asset("/", "text/html; charset=utf-8", DEMO_PAGE);
     if let Some(dir) = &args.static_dir {
         anyhow::ensure!(dir.is_dir(), "--static {}: not a directory", dir.display());
         options = options.static_dir(dir);
@@ -94,15 +108,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn echo(args: EchoArgs) -> anyhow::Result<()> {
-    let web = WebServer::start(WebServerOptions::default().listen(args.listen)).await?;
+    let web = WebServer::start(web_options(args.listen, &args.common)).await?;
     WebSocketServer::new(
         &web,
         endpoints::Echo,
         server_options(&args.common).data_type(DataType::Auto),
     )
     .context("cannot attach the echo server")?;
-    note(format_args!("ferrosock echo: ws://{}/", web.local_addr()));
+    let ws = if web.is_tls() { "wss" } else { "ws" };
+    note(format_args!("ferrosock echo: {ws}://{}/", web.local_addr()));
     run_until_signal(&web).await
+}
+
+fn web_options(listen: String, common: &CommonArgs) -> WebServerOptions {
+    let options = WebServerOptions::default().listen(listen);
+    match (&common.tls_cert, &common.tls_key) {
+        (Some(cert), Some(key)) => options.tls(cert, key),
+        _ => options,
+    }
 }
 
 fn server_options(common: &CommonArgs) -> ServerOptions {
@@ -114,7 +137,7 @@ fn server_options(common: &CommonArgs) -> ServerOptions {
 
 /// Writes a line to stderr. Unlike `eprintln!`, a closed stderr (the reader went away) is not a
 /// reason to crash a server: the line is dropped.
-fn note(line: std::fmt::Arguments<'_>) {
+pub fn note(line: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "{line}");
 }
