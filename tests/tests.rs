@@ -8,6 +8,8 @@ mod client;
 mod closing;
 #[path = "it/limits.rs"]
 mod limits;
+#[path = "it/peers.rs"]
+mod peers;
 #[path = "it/robustness.rs"]
 mod robustness;
 #[path = "it/web.rs"]

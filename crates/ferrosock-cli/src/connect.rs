@@ -18,9 +18,11 @@ use crate::{note, Reported};
 /// Prints what arrives, remembers how the connection ended.
 struct Terminal {
     headers: Params,
-    /// Set before this side starts the close (stdin ended), so that the server's close is not
-    /// reported as the server's doing.
+    /// Set when this side starts the close (stdin ended): the server's 1000 in answer is no
+    /// news, any other code is.
     closing: std::sync::atomic::AtomicBool,
+    /// The last error, which explains a lost connection (1006).
+    error: Mutex<Option<String>>,
     ended: Mutex<Option<TerminateEvent>>,
 }
 
@@ -38,13 +40,18 @@ impl ClientHandler for Terminal {
     }
 
     fn on_error(&self, _ws: &WebSocket<Self>, event: ErrorEvent) {
-        if let Some(error) = event.errors.first() {
-            note(format_args!("ferrosock: {}", error.message));
+        if let Some(error) = event.errors.into_iter().next() {
+            *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.message);
         }
     }
 
     fn on_terminate(&self, _ws: &WebSocket<Self>, event: TerminateEvent) {
-        if !self.closing.load(std::sync::atomic::Ordering::Acquire) {
+        let we_closed = self.closing.load(std::sync::atomic::Ordering::Acquire);
+        if event.code == 1006 {
+            let error = self.error.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let cause = error.unwrap_or_else(|| event.reason.clone());
+            note(format_args!("ferrosock: connection lost: {cause}"));
+        } else if !we_closed || event.code != 1000 {
             note(format_args!(
                 "ferrosock: closed by the server: {} {}",
                 event.code, event.reason
@@ -79,6 +86,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect(),
         closing: Default::default(),
+        error: Mutex::new(None),
         ended: Mutex::new(None),
     };
     let ws = WebSocket::connect_with(&args.url, handler, options)

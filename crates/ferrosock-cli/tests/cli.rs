@@ -3,6 +3,8 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
+
+use ferrosock_tests::TestPki;
 use std::time::{Duration, Instant};
 
 fn ferrosock(args: &[&str]) -> Output {
@@ -12,11 +14,35 @@ fn ferrosock(args: &[&str]) -> Output {
         .expect("ferrosock runs")
 }
 
-/// Starts `ferrosock ARGS --listen 127.0.0.1:0`-like and returns it once it printed its address.
-fn spawn(args: &[&str]) -> (Child, String) {
+/// A server process, killed when dropped so that a failing test leaves nothing running.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Server {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+/// Starts `ferrosock ARGS` (a server) and returns it once it printed its address.
+fn spawn(args: &[&str]) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferrosock"))
         .args(args)
         .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("ferrosock starts");
@@ -35,7 +61,7 @@ fn spawn(args: &[&str]) -> (Child, String) {
         .and_then(|rest| rest.split('/').next())
         .unwrap_or_else(|| panic!("no address in {first:?}"))
         .to_owned();
-    (child, addr)
+    (Server(child), addr)
 }
 
 fn stderr_of(output: &Output) -> String {
@@ -156,7 +182,8 @@ fn a_missing_static_folder_is_reported() {
 
 #[test]
 fn serve_ships_the_demo_page_and_stops_on_sigterm() {
-    let (mut child, addr) = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let (mut server, addr) = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let child = &mut server.0;
     let page = http_get(&addr, "/");
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(
@@ -169,7 +196,7 @@ fn serve_ships_the_demo_page_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let status = wait_exit(&mut child, Duration::from_secs(15));
+    let status = wait_exit(child, Duration::from_secs(15));
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -211,4 +238,114 @@ fn a_static_folder_with_its_own_index_replaces_the_demo_page() {
     child.kill().unwrap();
     child.wait().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Runs `ferrosock connect ARGS` with `input` on stdin; returns (status, stdout, stderr).
+fn connect(args: &[&str], input: &str) -> (std::process::ExitStatus, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrosock"))
+        .arg("connect")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "connect did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status, text(&output.stdout), text(&output.stderr))
+}
+
+#[test]
+fn connect_over_wss_to_serve_with_tls() {
+    let pki = TestPki::generate("cli");
+    let (cert, key, ca) = (
+        pki.cert.to_str().unwrap(),
+        pki.key.to_str().unwrap(),
+        pki.ca.to_str().unwrap(),
+    );
+    let (_server, addr) = spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ]);
+    let port = addr.rsplit(':').next().unwrap();
+    for host in ["127.0.0.1", "localhost"] {
+        let url = format!("wss://{host}:{port}/echo");
+        let (status, stdout, stderr) = connect(&[&url, "--ca", ca], "hello\nκόσμε\n");
+        assert!(status.success(), "{url}: {status:?} {stderr}");
+        assert_eq!(stdout, "hello\nκόσμε\n", "{stderr}");
+        assert_eq!(stderr, "", "a close this side started is not reported");
+    }
+    let url = format!("wss://127.0.0.1:{port}/uppercase");
+    let (status, stdout, _) = connect(&[&url, "--ca", ca], "shout\n");
+    assert!(status.success());
+    assert_eq!(stdout, "SHOUT\n");
+    // Without the CA: one line, a failure.
+    let (status, stdout, stderr) = connect(&[&format!("wss://127.0.0.1:{port}/echo")], "x\n");
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stdout, "");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("TLS"), "{stderr}");
+}
+
+#[test]
+fn connect_binary_lines_come_back_in_hex() {
+    let (_server, addr) = spawn(&["echo", "--listen", "127.0.0.1:0"]);
+    let (status, stdout, stderr) = connect(&[&format!("ws://{addr}/"), "--binary"], "AB\n\u{1}\n");
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout, "4142\n01\n");
+    let (status, stdout, _) = connect(&[&format!("ws://{addr}/"), "-H", "X-Test: 1"], "text\n");
+    assert!(status.success());
+    assert_eq!(stdout, "text\n");
+}
+
+#[test]
+fn connect_reports_a_close_by_the_server_and_failures() {
+    let (server, addr) = spawn(&[
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-message-size",
+        "10",
+    ]);
+    let (status, stdout, stderr) = connect(
+        &[&format!("ws://{addr}/")],
+        "short\nthis line is too long\nnever sent\n",
+    );
+    assert_eq!(stdout, "short\n");
+    assert!(stderr.contains("closed by the server: 1009"), "{stderr}");
+    assert_eq!(status.code(), Some(1), "an abnormal close is a failure");
+    drop(server);
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (status, _, stderr) = connect(&[&format!("ws://127.0.0.1:{port}/")], "");
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("refused"), "{stderr}");
+
+    let (status, _, stderr) = connect(&["http://example.com/"], "");
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("scheme must be ws or wss"), "{stderr}");
 }
