@@ -1,13 +1,13 @@
-//! ferrosock: a WebSocket server (and, soon, client) for Rust whose API is modelled on the 4D
-//! language's `WebSocketServer`, `WebSocketConnection` and `WebSocket` classes, on an RFC 6455
-//! stack built for conformance and speed.
+//! ferrosock: a WebSocket server and client for Rust whose API is modelled on the 4D language's
+//! `WebSocketServer`, `WebSocketConnection` and `WebSocket` classes, on an RFC 6455 stack built
+//! for conformance and speed.
 //!
 //! ```text
-//!   server::WebServer (hyper HTTP/1.1)         static files · 404 · upgrade routing by path
-//!         │ Upgrade: websocket
-//!   server::WebSocketServer ── on_connection(request) ──▶ None → 403
-//!         │ Some(handler) → 101
-//!         ▼
+//!   server::WebServer (hyper HTTP/1.1, TLS)    static files · 404 · upgrade routing by path
+//!         │ Upgrade: websocket                          client::WebSocket::new / connect
+//!   server::WebSocketServer ── on_connection ─▶ 403      │ URL → TCP → TLS → handshake
+//!         │ Some(handler) → 101                          │
+//!         ▼──────────────────────────────────────────────┘
 //!   conn: one driver task per connection      read → decode → callbacks; send → write queue
 //!         │                                    keepalive · close handshake · limits
 //!         ▼
@@ -49,6 +49,25 @@
 //!     web.stop().await; // closes every client with 1001
 //!     Ok(())
 //! }
+//! ```
+//!
+//! # Example: a client
+//!
+//! ```no_run
+//! use ferrosock::{ClientHandler, MessageEvent, WebSocket};
+//!
+//! struct Printer;
+//! impl ClientHandler for Printer {
+//!     fn on_message(&self, _ws: &WebSocket<Self>, event: MessageEvent) {
+//!         println!("{}", event.data.to_text());
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), ferrosock::Error> {
+//! let ws = WebSocket::connect("wss://example.com/feed", Printer).await?;
+//! ws.send("subscribe")?;
+//! ws.closed().await;
+//! # Ok(()) }
 //! ```
 //!
 //! # Behaviour
