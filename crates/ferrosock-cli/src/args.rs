@@ -25,7 +25,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// ws://host[:port]/path[?query] or wss://...
+    /// The server: ws://HOST:PORT/PATH?QUERY or wss://... (the port and query are optional).
     #[arg(value_name = "URL")]
     pub url: String,
     /// An extra request header, 'Name: value' (repeat for more; a repeated name is sent once
