@@ -9,6 +9,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::close::{self, CloseFrame};
+use super::deflate::Inflater;
 use super::error::ProtocolError;
 use super::frame::{FrameHeader, OpCode};
 use super::mask::apply_mask_at;
@@ -49,6 +50,8 @@ pub struct Decoder {
     frame: Option<FrameInProgress>,
     /// The data message in progress, from its first frame's header to its final frame.
     message: Option<MessageInProgress>,
+    /// permessage-deflate, when negotiated: RSV1 marks compressed messages.
+    inflater: Option<Inflater>,
 }
 
 #[derive(Debug)]
@@ -64,6 +67,8 @@ struct FrameInProgress {
 #[derive(Debug)]
 struct MessageInProgress {
     text: bool,
+    /// RSV1 on the first frame: the payload is DEFLATE data, checked once inflated.
+    compressed: bool,
     /// Payload of the frames completed so far.
     data: Assembly,
     utf8: Utf8Validator,
@@ -122,7 +127,15 @@ impl Decoder {
             config,
             frame: None,
             message: None,
+            inflater: None,
         }
+    }
+
+    /// Turns permessage-deflate on: from now on a data message whose first frame has RSV1
+    /// set is decompressed with `inflater` (RFC 7692 §6.1). Its decompressed size counts
+    /// against `max_message_size`.
+    pub fn set_inflater(&mut self, inflater: Inflater) {
+        self.inflater = Some(inflater);
     }
 
     /// The limits this decoder enforces.
@@ -175,7 +188,7 @@ impl Decoder {
                 }
                 if !frame.header.opcode.is_control() {
                     if let Some(message) = &mut self.message {
-                        if message.text {
+                        if message.text && !message.compressed {
                             message.utf8.feed(fresh)?;
                         }
                     }
@@ -213,7 +226,10 @@ impl Decoder {
     /// Checks a header against the connection's state and limits; returns the payload length.
     fn check_header(&mut self, header: &FrameHeader) -> Result<usize, ProtocolError> {
         // RFC 6455 §5.2: without a negotiated extension, the reserved bits must be 0.
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        // RFC 7692 §6.1: permessage-deflate sets RSV1 on a message's first frame only.
+        let first_data_frame = matches!(header.opcode, OpCode::Text | OpCode::Binary);
+        let rsv1_allowed = self.inflater.is_some() && first_data_frame;
+        if header.rsv2 || header.rsv3 || (header.rsv1 && !rsv1_allowed) {
             return Err(ProtocolError::ReservedBits);
         }
         // RFC 6455 §5.1: clients mask, servers do not.
@@ -237,6 +253,7 @@ impl Decoder {
                 self.check_message_size(0, len)?;
                 self.message = Some(MessageInProgress {
                     text: header.opcode == OpCode::Text,
+                    compressed: header.rsv1,
                     data: Assembly::Empty,
                     utf8: Utf8Validator::new(),
                 });
@@ -280,13 +297,24 @@ impl Decoder {
                     return Ok(None);
                 }
                 let message = self.message.take().expect("checked just above");
-                let data = message.data.into_bytes();
-                if message.text {
+                let mut data = message.data.into_bytes();
+                if message.compressed {
+                    let inflater = self
+                        .inflater
+                        .as_mut()
+                        .expect("check_header allows RSV1 only with an inflater");
+                    data = inflater.decompress(&data, self.config.max_message_size)?;
+                    if message.text {
+                        super::utf8::validate(&data)?;
+                    }
+                } else if message.text {
                     message.utf8.finish()?;
-                    Ok(Some(Decoded::Text(data)))
-                } else {
-                    Ok(Some(Decoded::Binary(data)))
                 }
+                Ok(Some(if message.text {
+                    Decoded::Text(data)
+                } else {
+                    Decoded::Binary(data)
+                }))
             }
         }
     }
@@ -591,6 +619,81 @@ mod tests {
             base + 6,
             "no copy: the payload follows its header"
         );
+    }
+
+    #[test]
+    fn compressed_messages_with_permessage_deflate() {
+        use crate::proto::deflate::{Deflater, Inflater};
+        let mut deflater = Deflater::new(15, false, 6, 8);
+        let text = "compressed, compressed, compressed €".repeat(10);
+        let compressed = deflater.compress(text.as_bytes());
+        let mut bytes = frame(true, OpCode::Text, &compressed);
+        bytes[0] |= 0x40; // RSV1
+                          // Without permessage-deflate, RSV1 is a protocol error.
+        assert_eq!(
+            decode_all(&mut server(), &bytes),
+            Err(ProtocolError::ReservedBits)
+        );
+        let mut decoder = server();
+        decoder.set_inflater(Inflater::new(15, false));
+        assert_eq!(
+            decode_all(&mut decoder, &bytes).unwrap(),
+            vec![Decoded::Text(text.clone().into())]
+        );
+        // Fragmented: RSV1 on the first frame only; on a continuation it is an error.
+        let second = deflater.compress(text.as_bytes());
+        let (a, b) = second.split_at(second.len() / 2);
+        let mut fragmented = frame(false, OpCode::Text, a);
+        fragmented[0] |= 0x40;
+        fragmented.extend(frame(true, OpCode::Continuation, b));
+        assert_eq!(
+            decode_all(&mut decoder, &fragmented).unwrap(),
+            vec![Decoded::Text(text.into())]
+        );
+        let mut bad = frame(false, OpCode::Binary, b"x");
+        bad.extend(frame(true, OpCode::Continuation, b"y"));
+        let second_header = bad.len() - 7;
+        bad[second_header] |= 0x40;
+        assert_eq!(
+            decode_all(&mut decoder, &bad),
+            Err(ProtocolError::ReservedBits)
+        );
+        let mut ping = frame(true, OpCode::Ping, b"");
+        ping[0] |= 0x40;
+        let mut decoder = server();
+        decoder.set_inflater(Inflater::new(15, false));
+        assert_eq!(
+            decode_all(&mut decoder, &ping),
+            Err(ProtocolError::ReservedBits)
+        );
+    }
+
+    #[test]
+    fn compressed_text_is_utf8_checked_after_inflating_and_bombs_hit_the_limit() {
+        use crate::proto::deflate::{Deflater, Inflater};
+        let mut deflater = Deflater::new(15, false, 6, 8);
+        let mut bytes = frame(true, OpCode::Text, &deflater.compress(b"ok \xff no"));
+        bytes[0] |= 0x40;
+        let mut decoder = server();
+        decoder.set_inflater(Inflater::new(15, false));
+        assert_eq!(
+            decode_all(&mut decoder, &bytes),
+            Err(ProtocolError::InvalidUtf8)
+        );
+
+        let bomb = Deflater::new(15, false, 9, 9).compress(&vec![0u8; 4 << 20]);
+        let mut bytes = frame(true, OpCode::Binary, &bomb);
+        bytes[0] |= 0x40;
+        let mut decoder = Decoder::new(DecoderConfig {
+            role: Role::Server,
+            max_frame_size: 1 << 20,
+            max_message_size: 1 << 20,
+        });
+        decoder.set_inflater(Inflater::new(15, false));
+        assert!(matches!(
+            decode_all(&mut decoder, &bytes),
+            Err(ProtocolError::MessageTooLarge { max: 1048576, .. })
+        ));
     }
 
     #[test]

@@ -40,19 +40,42 @@ impl OutFrame {
         payload: Bytes,
         mask_key: impl FnOnce() -> [u8; 4],
     ) -> OutFrame {
-        match role {
-            Role::Server => OutFrame::with_header(
-                FrameHeader::new(opcode, payload.len() as u64, None),
-                payload,
-            ),
-            Role::Client => {
-                let key = mask_key();
+        OutFrame::message(role, opcode, false, payload, mask_key)
+    }
+
+    /// An unfragmented data frame whose payload is a compressed message: RSV1 set
+    /// (permessage-deflate, RFC 7692 §6.1).
+    pub fn compressed(
+        role: Role,
+        opcode: OpCode,
+        payload: Bytes,
+        mask_key: impl FnOnce() -> [u8; 4],
+    ) -> OutFrame {
+        OutFrame::message(role, opcode, true, payload, mask_key)
+    }
+
+    fn message(
+        role: Role,
+        opcode: OpCode,
+        rsv1: bool,
+        payload: Bytes,
+        mask_key: impl FnOnce() -> [u8; 4],
+    ) -> OutFrame {
+        let mask = match role {
+            Role::Server => None,
+            Role::Client => Some(mask_key()),
+        };
+        let mut header = FrameHeader::new(opcode, payload.len() as u64, mask);
+        header.rsv1 = rsv1;
+        let payload = match mask {
+            None => payload,
+            Some(key) => {
                 let mut masked = BytesMut::from(&payload[..]);
                 apply_mask(&mut masked, key);
-                let header = FrameHeader::new(opcode, masked.len() as u64, Some(key));
-                OutFrame::with_header(header, masked.freeze())
+                masked.freeze()
             }
-        }
+        };
+        OutFrame::with_header(header, payload)
     }
 
     /// A frame from a header and a payload already in wire form (masked if the header says

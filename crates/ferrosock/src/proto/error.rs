@@ -44,6 +44,9 @@ pub enum ProtocolError {
     /// A close code that may not appear on the wire (§7.4).
     #[error("invalid close code {0}")]
     InvalidCloseCode(u16),
+    /// A compressed message (permessage-deflate) that is not valid DEFLATE data.
+    #[error("invalid compressed data")]
+    InvalidCompressedData,
     /// Text (or a close reason) that is not UTF-8 (§8.1).
     #[error("invalid UTF-8 in text")]
     InvalidUtf8,
@@ -76,7 +79,9 @@ impl ProtocolError {
     /// ```
     pub fn close_code(&self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
             ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. } => {
                 CloseCode::MESSAGE_TOO_BIG
             }

@@ -10,6 +10,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode, Version};
 use sha1::{Digest, Sha1};
 
+use super::deflate::{Negotiated, NegotiationError, PerMessageDeflate};
+
 /// The GUID RFC 6455 §1.3 appends to the key.
 pub const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -59,6 +61,9 @@ pub enum HandshakeError {
     /// Client side: the answer's head is larger than any sane server sends.
     #[error("the server's answer head exceeds {MAX_RESPONSE_HEAD} bytes")]
     ResponseTooLarge,
+    /// Client side: a permessage-deflate answer the offer does not allow.
+    #[error(transparent)]
+    Extension(#[from] NegotiationError),
 }
 
 impl HandshakeError {
@@ -166,12 +171,25 @@ pub const RESERVED_HEADERS: &[&str] = &[
 /// assert!(request.starts_with(b"GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\n"));
 /// let answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
 ///     Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
-/// assert_eq!(handshake.check_response(answer).unwrap(), Some(answer.len()));
+/// let accepted = handshake.check_response(answer).unwrap().unwrap();
+/// assert_eq!((accepted.head_len, accepted.deflate), (answer.len(), None));
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClientHandshake {
     key: String,
     accept: HeaderValue,
+    /// The permessage-deflate settings offered, if any.
+    deflate: Option<PerMessageDeflate>,
+}
+
+/// A server's valid 101 answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Accepted {
+    /// The length of the answer's head: what follows is WebSocket data.
+    pub head_len: usize,
+    /// permessage-deflate, if the server accepted the offer.
+    pub deflate: Option<Negotiated>,
 }
 
 impl ClientHandshake {
@@ -179,7 +197,17 @@ impl ClientHandshake {
     pub fn new(nonce: [u8; 16]) -> ClientHandshake {
         let key = BASE64.encode(nonce);
         let accept = accept_key(key.as_bytes());
-        ClientHandshake { key, accept }
+        ClientHandshake {
+            key,
+            accept,
+            deflate: None,
+        }
+    }
+
+    /// Offers permessage-deflate with these settings (nothing, if they are disabled).
+    pub fn offer_deflate(mut self, settings: &PerMessageDeflate) -> ClientHandshake {
+        self.deflate = settings.enabled.then(|| settings.clone());
+        self
     }
 
     /// The `Sec-WebSocket-Key` value.
@@ -208,6 +236,9 @@ impl ClientHandshake {
         push("Connection", "Upgrade");
         push("Sec-WebSocket-Key", &self.key);
         push("Sec-WebSocket-Version", VERSION);
+        if let Some(deflate) = &self.deflate {
+            push("Sec-WebSocket-Extensions", &deflate.client_offer());
+        }
         for (name, value) in extra {
             push(name, value);
         }
@@ -216,9 +247,8 @@ impl ClientHandshake {
     }
 
     /// Checks the server's answer at the front of `buf`. `Ok(None)`: the head is not complete
-    /// yet. `Ok(Some(len))`: a valid 101 whose head took `len` bytes (what follows is
-    /// WebSocket data).
-    pub fn check_response(&self, buf: &[u8]) -> Result<Option<usize>, HandshakeError> {
+    /// yet. `Ok(Some(accepted))`: a valid 101.
+    pub fn check_response(&self, buf: &[u8]) -> Result<Option<Accepted>, HandshakeError> {
         self.check_response_offering(buf, &[])
     }
 
@@ -227,7 +257,7 @@ impl ClientHandshake {
         &self,
         buf: &[u8],
         offered_protocols: &[&str],
-    ) -> Result<Option<usize>, HandshakeError> {
+    ) -> Result<Option<Accepted>, HandshakeError> {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut response = httparse::Response::new(&mut headers);
         let len = match response.parse(buf) {
@@ -259,16 +289,30 @@ impl ClientHandshake {
             (Some(accept), None) if accept.as_bytes().trim_ascii() == self.accept.as_bytes() => {}
             _ => return Err(HandshakeError::InvalidAccept),
         }
-        if map.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
-            return Err(HandshakeError::NotOffered("an extension"));
-        }
+        let deflate = match (
+            map.contains_key(header::SEC_WEBSOCKET_EXTENSIONS),
+            &self.deflate,
+        ) {
+            (false, _) => None,
+            (true, None) => return Err(HandshakeError::NotOffered("an extension")),
+            (true, Some(settings)) => {
+                let values = map
+                    .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                    .iter()
+                    .map(HeaderValue::as_bytes);
+                Some(settings.client_accept(values)?)
+            }
+        };
         if let Some(chosen) = map.get(header::SEC_WEBSOCKET_PROTOCOL) {
             let chosen = chosen.to_str().unwrap_or_default().trim();
             if !offered_protocols.contains(&chosen) {
                 return Err(HandshakeError::NotOffered("a subprotocol"));
             }
         }
-        Ok(Some(len))
+        Ok(Some(Accepted {
+            head_len: len,
+            deflate,
+        }))
     }
 }
 
@@ -412,10 +456,11 @@ mod tests {
     #[test]
     fn the_answer_must_be_a_complete_101_with_the_right_accept() {
         let full = format!("{ANSWER}\r\nleftover frame bytes");
-        assert_eq!(
-            client().check_response(full.as_bytes()),
-            Ok(Some(ANSWER.len() + 2))
-        );
+        let accepted = Accepted {
+            head_len: ANSWER.len() + 2,
+            deflate: None,
+        };
+        assert_eq!(client().check_response(full.as_bytes()), Ok(Some(accepted)));
         // Every strict prefix of the head is incomplete.
         for cut in 0..ANSWER.len() + 2 {
             assert_eq!(
@@ -449,9 +494,34 @@ mod tests {
             Err(HandshakeError::NotOffered("a subprotocol"))
         );
         assert_eq!(
-            client().check_response_offering(protocol.as_bytes(), &["chat"]),
-            Ok(Some(protocol.len()))
+            client()
+                .check_response_offering(protocol.as_bytes(), &["chat"])
+                .unwrap()
+                .unwrap()
+                .head_len,
+            protocol.len()
         );
+        // With permessage-deflate offered: the answer is checked against the offer.
+        let offered = client().offer_deflate(&PerMessageDeflate::default());
+        let request = String::from_utf8(offered.request("h", "/", &[])).unwrap();
+        assert!(request
+            .contains("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover;"));
+        let deflate = format!("{ANSWER}Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; server_max_window_bits=10\r\n\r\n");
+        let agreed = offered
+            .check_response(deflate.as_bytes())
+            .unwrap()
+            .unwrap()
+            .deflate
+            .unwrap();
+        assert_eq!(
+            (agreed.decompress_window_bits, agreed.compress_window_bits),
+            (10, 12)
+        );
+        let wider = format!("{ANSWER}Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; server_max_window_bits=14\r\n\r\n");
+        assert!(matches!(
+            offered.check_response(wider.as_bytes()),
+            Err(HandshakeError::Extension(_))
+        ));
         assert!(matches!(
             client().check_response(b"SSH-2.0-OpenSSH\r\n\r\n"),
             Err(HandshakeError::MalformedResponse(_))

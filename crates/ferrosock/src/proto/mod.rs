@@ -10,6 +10,7 @@
 
 pub mod close;
 pub mod decoder;
+pub mod deflate;
 pub mod encoder;
 mod error;
 pub mod frame;
@@ -19,6 +20,7 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use decoder::{Decoded, Decoder, DecoderConfig};
+pub use deflate::{Negotiated, PerMessageDeflate};
 pub use encoder::OutFrame;
 pub use error::ProtocolError;
 pub use frame::{FrameHeader, OpCode};
