@@ -94,7 +94,7 @@ mod tls;
 pub use bytes::Bytes;
 pub use bytestring::ByteString;
 pub use client::{ClientHandler, ClientOptions, WebSocket};
-pub use conn::Status;
+pub use conn::{Compress, Status};
 pub use error::{Error, ErrorKind};
 pub use event::{
     ConnectionEvent, ErrorEvent, ErrorInfo, MessageEvent, OpenEvent, ServerTerminateEvent,
@@ -102,6 +102,7 @@ pub use event::{
 };
 pub use limits::{BackpressurePolicy, Limits};
 pub use message::{DataType, Message};
+pub use proto::deflate::PerMessageDeflate;
 pub use server::{
     ConnectionHandler, Params, Request, ServerHandler, ServerOptions, Terminating, TlsFiles,
     WebServer, WebServerOptions, WebSocketConnection, WebSocketServer,

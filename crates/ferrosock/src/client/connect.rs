@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use crate::conn::Stream;
 use crate::error::{Error, ErrorKind};
 use crate::limits::Limits;
+use crate::proto::deflate::{Negotiated, PerMessageDeflate};
 use crate::proto::handshake::{ClientHandshake, HandshakeError, RESERVED_HEADERS};
 use crate::server::Params;
 
@@ -36,6 +37,8 @@ pub struct ClientOptions {
     pub limits: Limits,
     /// The TLS configuration for `wss://`. `None`: the system's root certificates.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// permessage-deflate: offered by default. Default: [`PerMessageDeflate::default()`].
+    pub deflate: PerMessageDeflate,
 }
 
 impl Default for ClientOptions {
@@ -44,6 +47,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             tls: None,
+            deflate: PerMessageDeflate::default(),
         }
     }
 }
@@ -58,6 +62,12 @@ impl ClientOptions {
     /// Sets [`ClientOptions::limits`].
     pub fn limits(mut self, limits: Limits) -> ClientOptions {
         self.limits = limits;
+        self
+    }
+
+    /// Sets [`ClientOptions::deflate`] (`PerMessageDeflate::disabled()` offers no compression).
+    pub fn deflate(mut self, settings: PerMessageDeflate) -> ClientOptions {
+        self.deflate = settings;
         self
     }
 
@@ -167,13 +177,21 @@ pub(crate) fn request_headers(params: &Params) -> Result<Vec<(String, String)>, 
         .collect()
 }
 
-/// Connects and completes the opening handshake, within the connect timeout. Returns the
-/// stream and the bytes that followed the server's answer.
+/// An open connection, right after the opening handshake.
+pub(crate) struct Established {
+    pub(crate) stream: Stream,
+    /// Bytes that followed the server's answer: the first frames.
+    pub(crate) leftover: BytesMut,
+    /// permessage-deflate, if the server accepted it.
+    pub(crate) deflate: Option<Negotiated>,
+}
+
+/// Connects and completes the opening handshake, within the connect timeout.
 pub(crate) async fn establish(
     target: &Target,
     headers: &[(String, String)],
     options: &ClientOptions,
-) -> Result<(Stream, BytesMut), Error> {
+) -> Result<Established, Error> {
     let attempt = async {
         let tcp = connect_tcp(target).await?;
         let mut stream = if target.secure {
@@ -185,8 +203,12 @@ pub(crate) async fn establish(
         } else {
             Stream::Plain(tcp)
         };
-        let leftover = handshake(&mut stream, target, headers).await?;
-        Ok((stream, leftover))
+        let (leftover, deflate) = handshake(&mut stream, target, headers, &options.deflate).await?;
+        Ok(Established {
+            stream,
+            leftover,
+            deflate,
+        })
     };
     match tokio::time::timeout(options.connect_timeout, attempt).await {
         Ok(result) => result,
@@ -262,8 +284,9 @@ async fn handshake(
     stream: &mut Stream,
     target: &Target,
     headers: &[(String, String)],
-) -> Result<BytesMut, Error> {
-    let handshake = ClientHandshake::new(rand::random());
+    deflate: &PerMessageDeflate,
+) -> Result<(BytesMut, Option<Negotiated>), Error> {
+    let handshake = ClientHandshake::new(rand::random()).offer_deflate(deflate);
     let request = handshake.request(&target.host_header, &target.resource, headers);
     let io_error =
         |err| Error::with_source(ErrorKind::Handshake, "the opening handshake failed", err);
@@ -277,7 +300,7 @@ async fn handshake(
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         match handshake.check_response_offering(&buf, &offered) {
-            Ok(Some(head_len)) => return Ok(buf.split_off(head_len)),
+            Ok(Some(accepted)) => return Ok((buf.split_off(accepted.head_len), accepted.deflate)),
             Ok(None) => {}
             Err(HandshakeError::Status(status)) => {
                 return Err(Error::new(

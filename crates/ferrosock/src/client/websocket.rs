@@ -5,19 +5,19 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use tokio::sync::watch;
 
-use super::connect::{establish, request_headers, ClientOptions, Target};
+use super::connect::{establish, request_headers, ClientOptions, Established, Target};
 use super::ClientHandler;
 use crate::conn::{
-    self, next_id, Callbacks, Command, DriverConfig, Ending, Incoming, Shared, Status, Stream,
+    self, next_id, outgoing, Callbacks, Command, Compress, DriverConfig, Ending, Incoming, Shared,
+    Status,
 };
 use crate::error::{panic_message, Error, ErrorKind};
 use crate::event::{ErrorEvent, ErrorInfo, MessageEvent, OpenEvent, TerminateEvent};
 use crate::message::{DataType, Message};
 use crate::proto::close::MAX_REASON_LEN;
-use crate::proto::{CloseCode, OutFrame, Role};
+use crate::proto::{CloseCode, Role};
 
 /// A WebSocket client connection (4D's `4D.WebSocket`).
 ///
@@ -93,7 +93,10 @@ impl<H: ClientHandler> WebSocket<H> {
         let task = ws.clone();
         runtime.spawn(async move {
             match establish(&plan.target, &plan.headers, &plan.options).await {
-                Ok((stream, leftover)) => task.run(stream, leftover, &plan.options).await,
+                Ok(established) => {
+                    let config = task.open(&established, &plan.options);
+                    task.drive(established, config).await;
+                }
                 Err(err) => task.connection_failed(&err),
             }
         });
@@ -118,11 +121,10 @@ impl<H: ClientHandler> WebSocket<H> {
     ) -> Result<Self, Error> {
         let (ws, plan) = WebSocket::prepare(url, handler, options)?;
         match establish(&plan.target, &plan.headers, &plan.options).await {
-            Ok((stream, leftover)) => {
-                ws.open();
+            Ok(established) => {
+                let config = ws.open(&established, &plan.options);
                 let task = ws.clone();
-                let config = DriverConfig::new(Role::Client, &plan.options.limits);
-                tokio::spawn(async move { task.drive(stream, leftover, config).await });
+                tokio::spawn(async move { task.drive(established, config).await });
                 Ok(ws)
             }
             Err(err) => {
@@ -135,6 +137,12 @@ impl<H: ClientHandler> WebSocket<H> {
 
     fn prepare(url: &str, handler: H, options: ClientOptions) -> Result<(Self, Plan), Error> {
         let target = Target::parse(url)?;
+        options.deflate.validate().map_err(|why| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("permessage-deflate: {why}"),
+            )
+        })?;
         let headers = request_headers(&handler.headers())?;
         let limits = &options.limits;
         let shared = Shared::new(
@@ -162,23 +170,20 @@ impl<H: ClientHandler> WebSocket<H> {
         ))
     }
 
-    /// The handshake succeeded: `Connected`, then `on_open`.
-    fn open(&self) {
+    /// The handshake succeeded: `Connected`, then `on_open`. Returns how the driver runs.
+    fn open(&self, established: &Established, options: &ClientOptions) -> DriverConfig {
+        // Before `Connected`: a send from on_open already goes the compressing way.
+        self.inner.shared.set_deflate(established.deflate.is_some());
         self.inner.shared.set_connected();
         self.guard("on_open", |h, ws| h.on_open(ws, OpenEvent::new()));
+        DriverConfig::new(Role::Client, &options.limits)
+            .deflate(established.deflate, &options.deflate)
     }
 
-    async fn run(self, stream: Stream, leftover: BytesMut, options: &ClientOptions) {
-        self.open();
-        self.drive(
-            stream,
-            leftover,
-            DriverConfig::new(Role::Client, &options.limits),
-        )
-        .await;
-    }
-
-    async fn drive(self, stream: Stream, leftover: BytesMut, config: DriverConfig) {
+    async fn drive(self, established: Established, config: DriverConfig) {
+        let Established {
+            stream, leftover, ..
+        } = established;
         conn::run(stream, leftover, config, ClientCallbacks { ws: self }).await;
     }
 
@@ -227,9 +232,22 @@ impl<H: ClientHandler> WebSocket<H> {
     /// queued while connecting), and with [`ErrorKind::BufferFull`] when the outgoing byte
     /// budget would be exceeded.
     pub fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
-        let (opcode, payload) = message.into().into_frame();
-        let frame = OutFrame::new(Role::Client, opcode, payload, rand::random);
-        self.inner.shared.send(frame).map_err(Error::from)
+        self.send_with(message, Compress::Auto)
+    }
+
+    /// [`send`](Self::send), choosing whether this message is compressed when
+    /// permessage-deflate was negotiated (with `Compress::Auto`, messages shorter than the
+    /// threshold are not).
+    pub fn send_with(&self, message: impl Into<Message>, compress: Compress) -> Result<(), Error> {
+        let shared = &self.inner.shared;
+        shared
+            .send(outgoing(
+                Role::Client,
+                message.into(),
+                compress,
+                shared.deflate(),
+            ))
+            .map_err(Error::from)
     }
 
     /// Closes the connection normally (1000): a close frame, then the server's close frame and

@@ -25,8 +25,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::queue::{Command, Shared};
+use super::queue::{Command, Compress, Outgoing, Shared};
 use crate::limits::Limits;
+use crate::proto::deflate::{Deflater, Inflater, Negotiated, PerMessageDeflate};
 use crate::proto::{
     CloseCode, CloseFrame, Decoded, Decoder, DecoderConfig, OpCode, OutFrame, Role,
 };
@@ -39,9 +40,34 @@ pub(crate) struct DriverConfig {
     pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) close_timeout: Duration,
+    pub(crate) deflate: Option<DeflateSetup>,
+}
+
+/// permessage-deflate as negotiated for one connection, with the local settings it needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DeflateSetup {
+    negotiated: Negotiated,
+    level: u8,
+    mem_level: u8,
+    threshold: usize,
 }
 
 impl DriverConfig {
+    /// Adds permessage-deflate, if the handshake negotiated it.
+    pub(crate) fn deflate(
+        mut self,
+        negotiated: Option<Negotiated>,
+        settings: &PerMessageDeflate,
+    ) -> DriverConfig {
+        self.deflate = negotiated.map(|negotiated| DeflateSetup {
+            negotiated,
+            level: settings.level,
+            mem_level: settings.mem_level,
+            threshold: settings.threshold,
+        });
+        self
+    }
+
     pub(crate) fn new(role: Role, limits: &Limits) -> DriverConfig {
         DriverConfig {
             role,
@@ -53,6 +79,7 @@ impl DriverConfig {
             keepalive_interval: limits.keepalive_interval,
             idle_timeout: limits.idle_timeout,
             close_timeout: limits.close_timeout,
+            deflate: None,
         }
     }
 }
@@ -145,8 +172,12 @@ struct Driver<S, C> {
     read_buf: BytesMut,
     /// `read_buf` holds bytes that have not been through the decoder yet.
     unprocessed: bool,
+    /// What handles queued, taken from the outbox and not yet framed.
+    staged: VecDeque<Outgoing>,
     /// Frames to write, in order.
     out: VecDeque<OutFrame>,
+    /// permessage-deflate's compressor and threshold, when negotiated.
+    deflater: Option<(Deflater, usize)>,
     /// Bytes of `out[0]` already written. Invariant: `out_pos < out[0].wire_len()`, or 0.
     out_pos: usize,
     needs_flush: bool,
@@ -182,9 +213,23 @@ where
     C: Callbacks,
 {
     fn new(io: S, read_buf: BytesMut, config: DriverConfig, callbacks: C) -> Self {
+        let mut decoder = Decoder::new(config.decoder);
+        let deflater = config.deflate.map(|setup| {
+            let n = setup.negotiated;
+            decoder.set_inflater(Inflater::new(n.decompress_window_bits, n.decompress_reset));
+            let deflater = Deflater::new(
+                n.compress_window_bits,
+                n.compress_reset,
+                setup.level,
+                setup.mem_level,
+            );
+            (deflater, setup.threshold)
+        });
         Driver {
             io,
-            decoder: Decoder::new(config.decoder),
+            decoder,
+            deflater,
+            staged: VecDeque::new(),
             config,
             callbacks,
             unprocessed: !read_buf.is_empty(),
@@ -219,7 +264,9 @@ where
 
             // 1. What handles queued.
             let before = self.out.len();
-            if let Some(command) = self.callbacks.shared().take(&mut self.out) {
+            let command = self.callbacks.shared().take(&mut self.staged);
+            self.frame_staged();
+            if let Some(command) = command {
                 progressed = true;
                 match command {
                     Command::Close { code, reason } => self.start_close(code, &reason),
@@ -393,9 +440,8 @@ where
         self.read_buf = BytesMut::new();
         if !self.close_sent {
             // The peer started the close handshake: send what was queued, then echo its code.
-            let mut pending = VecDeque::new();
-            self.callbacks.shared().begin_closing(&mut pending);
-            self.out.append(&mut pending);
+            self.callbacks.shared().begin_closing(&mut self.staged);
+            self.frame_staged();
             let payload = match code {
                 Some(code) => crate::proto::close::encode_payload(code, ""),
                 None => Bytes::new(),
@@ -429,9 +475,12 @@ where
             self.draining = true;
         }
         if !self.close_sent {
-            let mut pending = VecDeque::new();
-            self.callbacks.shared().begin_closing(&mut pending);
-            self.out.append(&mut pending);
+            self.callbacks.shared().begin_closing(&mut self.staged);
+            if discard_queued {
+                let dropped: usize = self.staged.drain(..).map(|item| item.budget_len()).sum();
+                self.callbacks.shared().release(dropped);
+            }
+            self.frame_staged();
             if discard_queued {
                 // A frame partly written must be finished, or the stream would be corrupt.
                 let keep = usize::from(self.out_pos > 0);
@@ -452,6 +501,39 @@ where
         self.queue_internal(OpCode::Close, payload);
         self.close_sent = true;
         self.close_deadline = Some(Instant::now() + self.config.close_timeout);
+    }
+
+    /// Frames what handles queued, compressing data messages when permessage-deflate is on.
+    fn frame_staged(&mut self) {
+        let role = self.config.role;
+        while let Some(item) = self.staged.pop_front() {
+            let frame = match item {
+                Outgoing::Frame(frame) => frame,
+                Outgoing::Message {
+                    opcode,
+                    payload,
+                    compress,
+                } => match &mut self.deflater {
+                    Some((deflater, threshold))
+                        if deflater.can_compress()
+                            && match compress {
+                                Compress::Auto => payload.len() >= *threshold,
+                                Compress::Always => true,
+                                Compress::Never => false,
+                            } =>
+                    {
+                        let compressed = deflater.compress(&payload);
+                        // The budget counted the message; count what will really be queued.
+                        let shared = self.callbacks.shared();
+                        shared.release(payload.len());
+                        shared.charge(compressed.len());
+                        OutFrame::compressed(role, opcode, compressed, rand::random)
+                    }
+                    _ => OutFrame::new(role, opcode, payload, rand::random),
+                },
+            };
+            self.out.push_back(frame);
+        }
     }
 
     /// Queues a pong, within the outgoing budget: a peer that floods pings and never reads

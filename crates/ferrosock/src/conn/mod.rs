@@ -11,8 +11,34 @@ mod queue;
 mod stream;
 
 pub(crate) use driver::{run, Callbacks, DriverConfig, Ending, Incoming};
-pub(crate) use queue::{Command, SendError, Shared};
+pub use queue::Compress;
+pub(crate) use queue::{Command, Outgoing, SendError, Shared};
 pub(crate) use stream::Stream;
+
+/// What `send` queues for a message: a frame built here, in the sender's thread, or, when
+/// permessage-deflate is on, the message for the driver to compress in order.
+pub(crate) fn outgoing(
+    role: crate::proto::Role,
+    message: crate::Message,
+    compress: Compress,
+    deflate: bool,
+) -> Outgoing {
+    let (opcode, payload) = message.into_frame();
+    if deflate {
+        Outgoing::Message {
+            opcode,
+            payload,
+            compress,
+        }
+    } else {
+        Outgoing::Frame(crate::proto::OutFrame::new(
+            role,
+            opcode,
+            payload,
+            rand::random,
+        ))
+    }
+}
 
 /// Ids are unique in the process: server connections and client sockets draw from one counter,
 /// starting at 1.

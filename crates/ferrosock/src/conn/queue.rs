@@ -11,9 +11,47 @@ use std::sync::Mutex;
 
 use atomic_waker::AtomicWaker;
 
+use bytes::Bytes;
+
 use super::Status;
 use crate::limits::BackpressurePolicy;
-use crate::proto::{CloseCode, OutFrame};
+use crate::proto::{CloseCode, OpCode, OutFrame};
+
+/// Whether a message is compressed (when permessage-deflate was negotiated).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Compress {
+    /// Compressed if it is at least the threshold's length. The default.
+    #[default]
+    Auto,
+    /// Compressed whatever its length.
+    Always,
+    /// Sent as it is (data that is already compressed, say).
+    Never,
+}
+
+/// Something queued for the driver to write.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A frame ready to write.
+    Frame(OutFrame),
+    /// A data message the driver compresses (or not) and frames: on connections with
+    /// permessage-deflate, whose compressor state lives in the driver.
+    Message {
+        opcode: OpCode,
+        payload: Bytes,
+        compress: Compress,
+    },
+}
+
+impl Outgoing {
+    /// The payload bytes this counts against the budget.
+    pub(crate) fn budget_len(&self) -> usize {
+        match self {
+            Outgoing::Frame(frame) => frame.payload().len(),
+            Outgoing::Message { payload, .. } => payload.len(),
+        }
+    }
+}
 
 /// Connection state shared between the driver task and every handle.
 #[derive(Debug)]
@@ -28,13 +66,15 @@ pub(crate) struct Shared {
     buffered: AtomicUsize,
     /// Set when a `Fail` or `Abort` command is accepted.
     failing: AtomicBool,
+    /// permessage-deflate was negotiated: data goes to the driver as messages to compress.
+    deflate: AtomicBool,
     budget: usize,
     policy: BackpressurePolicy,
 }
 
 #[derive(Debug, Default)]
 struct Outbox {
-    frames: VecDeque<OutFrame>,
+    frames: VecDeque<Outgoing>,
     command: Option<Command>,
 }
 
@@ -75,6 +115,7 @@ impl Shared {
             status: AtomicU8::new(status as u8),
             buffered: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
+            deflate: AtomicBool::new(false),
             budget,
             policy,
         }
@@ -84,10 +125,20 @@ impl Shared {
         Status::from_u8(self.status.load(Ordering::Acquire))
     }
 
-    /// Queues a data frame for the driver to write. Its payload counts against the budget
-    /// until written.
-    pub(crate) fn send(&self, frame: OutFrame) -> Result<(), SendError> {
-        let len = frame.payload().len();
+    /// Whether permessage-deflate was negotiated.
+    pub(crate) fn deflate(&self) -> bool {
+        self.deflate.load(Ordering::Acquire)
+    }
+
+    /// Records that permessage-deflate was negotiated (before the first `send`).
+    pub(crate) fn set_deflate(&self, on: bool) {
+        self.deflate.store(on, Ordering::Release);
+    }
+
+    /// Queues a data frame or message for the driver to write. Its payload counts against the
+    /// budget until written.
+    pub(crate) fn send(&self, frame: Outgoing) -> Result<(), SendError> {
+        let len = frame.budget_len();
         let mut outbox = self.lock();
         let status = self.status();
         if status != Status::Connected {
@@ -156,7 +207,7 @@ impl Shared {
     }
 
     /// Driver side: moves queued frames into `into`, returns the pending command.
-    pub(crate) fn take(&self, into: &mut VecDeque<OutFrame>) -> Option<Command> {
+    pub(crate) fn take(&self, into: &mut VecDeque<Outgoing>) -> Option<Command> {
         let mut outbox = self.lock();
         if into.is_empty() {
             std::mem::swap(into, &mut outbox.frames);
@@ -168,7 +219,7 @@ impl Shared {
 
     /// Driver side: stops `send` (the driver is closing on its own account) and returns the
     /// frames queued so far.
-    pub(crate) fn begin_closing(&self, into: &mut VecDeque<OutFrame>) {
+    pub(crate) fn begin_closing(&self, into: &mut VecDeque<Outgoing>) {
         let mut outbox = self.lock();
         if self.status() == Status::Connected {
             self.set_status_locked(Status::Closing);
@@ -232,16 +283,13 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{OpCode, Role};
-    use bytes::Bytes;
+    use crate::proto::Role;
 
-    fn frame(len: usize) -> OutFrame {
-        OutFrame::new(
-            Role::Server,
-            OpCode::Binary,
-            Bytes::from(vec![0; len]),
-            || [0; 4],
-        )
+    fn frame(len: usize) -> Outgoing {
+        let payload = Bytes::from(vec![0; len]);
+        Outgoing::Frame(OutFrame::new(Role::Server, OpCode::Binary, payload, || {
+            [0; 4]
+        }))
     }
 
     #[test]

@@ -4,10 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::{ServerHandler, WebSocketServer};
-use crate::conn::{Command, Shared, Status};
+use crate::conn::{outgoing, Command, Compress, Shared, Status};
 use crate::error::Error;
 use crate::message::Message;
-use crate::proto::{CloseCode, OutFrame, Role};
+use crate::proto::{CloseCode, Role};
 
 /// One connection accepted by a [`WebSocketServer`] (4D's `4D.WebSocketConnection`).
 ///
@@ -70,9 +70,22 @@ impl<H: ServerHandler> WebSocketConnection<H> {
     /// by default, the connection is closed with 1008; see
     /// [`BackpressurePolicy`](crate::BackpressurePolicy)). Nothing is queued on an error.
     pub fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
-        let (opcode, payload) = message.into().into_frame();
-        let frame = OutFrame::new(Role::Server, opcode, payload, no_mask);
-        self.inner.shared.send(frame).map_err(Error::from)
+        self.send_with(message, Compress::Auto)
+    }
+
+    /// [`send`](Self::send), choosing whether this message is compressed when
+    /// permessage-deflate was negotiated (with `Compress::Auto`, messages shorter than the
+    /// threshold are not).
+    pub fn send_with(&self, message: impl Into<Message>, compress: Compress) -> Result<(), Error> {
+        let shared = &self.inner.shared;
+        shared
+            .send(outgoing(
+                Role::Server,
+                message.into(),
+                compress,
+                shared.deflate(),
+            ))
+            .map_err(Error::from)
     }
 
     /// Closes the connection normally: a close frame with 1000, then the peer's close frame is
@@ -120,11 +133,6 @@ impl<H: ServerHandler> WebSocketConnection<H> {
             discard_queued: false,
         });
     }
-}
-
-/// Server frames are never masked (RFC 6455 §5.1).
-fn no_mask() -> [u8; 4] {
-    unreachable!("server frames are not masked")
 }
 
 impl<H: ServerHandler> Clone for WebSocketConnection<H> {

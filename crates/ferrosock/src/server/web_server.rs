@@ -569,12 +569,18 @@ pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<
 }
 
 /// The 101 answer to a valid upgrade.
-pub(crate) fn switching_protocols(accept: HeaderValue) -> Response<Body> {
+pub(crate) fn switching_protocols(
+    accept: HeaderValue,
+    extensions: Option<String>,
+) -> Response<Body> {
     let mut response = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(extensions) = extensions.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
+    }
     response
 }

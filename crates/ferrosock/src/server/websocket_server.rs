@@ -28,6 +28,7 @@ use crate::event::{
 };
 use crate::limits::Limits;
 use crate::message::{DataType, Message};
+use crate::proto::deflate::{Negotiated, PerMessageDeflate};
 use crate::proto::{CloseCode, Role};
 
 /// Options of a [`WebSocketServer`] (4D's `options` object, plus limits).
@@ -54,6 +55,9 @@ pub struct ServerOptions {
     /// The most connections open at once; upgrades beyond it get HTTP 503.
     /// Default: 10 000.
     pub max_connections: usize,
+    /// permessage-deflate: clients' offers are accepted by default.
+    /// Default: [`PerMessageDeflate::default()`].
+    pub deflate: PerMessageDeflate,
 }
 
 impl Default for ServerOptions {
@@ -63,6 +67,7 @@ impl Default for ServerOptions {
             data_type: DataType::Text,
             limits: Limits::default(),
             max_connections: 10_000,
+            deflate: PerMessageDeflate::default(),
         }
     }
 }
@@ -89,6 +94,12 @@ impl ServerOptions {
     /// Sets [`ServerOptions::max_connections`].
     pub fn max_connections(mut self, max: usize) -> ServerOptions {
         self.max_connections = max;
+        self
+    }
+
+    /// Sets [`ServerOptions::deflate`] (`PerMessageDeflate::disabled()` declines every offer).
+    pub fn deflate(mut self, settings: PerMessageDeflate) -> ServerOptions {
+        self.deflate = settings;
         self
     }
 }
@@ -122,6 +133,7 @@ struct ServerInner<H: ServerHandler> {
     data_type: DataType,
     limits: Limits,
     max_connections: usize,
+    deflate: PerMessageDeflate,
     web: Weak<WebInner>,
     runtime: tokio::runtime::Handle,
     /// Open connections by id; ids grow with arrival, so this is arrival order.
@@ -155,6 +167,7 @@ impl<H: ServerHandler> WebSocketServer<H> {
             data_type: options.data_type,
             limits: options.limits,
             max_connections: options.max_connections,
+            deflate: options.deflate,
             web: Arc::downgrade(web.inner()),
             runtime: web.runtime().clone(),
             registry: Mutex::new(BTreeMap::new()),
@@ -334,12 +347,24 @@ impl<H: ServerHandler> Route for ServerInner<H> {
                 )
             }
         };
+        let offers = request
+            .headers()
+            .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS);
+        let (deflate, extensions) = match wss
+            .inner
+            .deflate
+            .server_accept(offers.iter().map(HeaderValue::as_bytes))
+        {
+            Some((agreed, response)) => (Some(agreed), Some(response)),
+            None => (None, None),
+        };
         let on_upgrade = hyper::upgrade::on(&mut request);
         let connection = WebSocketConnection::new(next_id(), handler, wss.clone());
+        connection.shared().set_deflate(deflate.is_some());
         wss.inner
             .runtime
-            .spawn(run_connection(connection, on_upgrade, slot));
-        switching_protocols(accept)
+            .spawn(run_connection(connection, on_upgrade, slot, deflate));
+        switching_protocols(accept, extensions)
     }
 
     fn shutdown(self: Arc<Self>, grace: Duration) -> Terminating {
@@ -353,6 +378,7 @@ async fn run_connection<H: ServerHandler>(
     connection: WebSocketConnection<H>,
     on_upgrade: OnUpgrade,
     slot: Slot<H>,
+    deflate: Option<Negotiated>,
 ) {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
@@ -379,7 +405,8 @@ async fn run_connection<H: ServerHandler>(
         }
         registry.insert(connection.id(), connection.clone());
     }
-    let config = DriverConfig::new(Role::Server, &wss.inner.limits);
+    let config =
+        DriverConfig::new(Role::Server, &wss.inner.limits).deflate(deflate, &wss.inner.deflate);
     let mut callbacks = ServerCallbacks {
         connection,
         data_type: wss.inner.data_type,
