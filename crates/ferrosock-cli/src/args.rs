@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use ferrosock::PerMessageDeflate;
 
 /// A WebSocket server and client.
 #[derive(Debug, Parser)]
@@ -41,6 +42,9 @@ pub struct ConnectArgs {
     /// Give up connecting after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub connect_timeout: f64,
+    /// Do not offer permessage-deflate compression.
+    #[arg(long)]
+    pub no_deflate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -77,9 +81,16 @@ pub struct CommonArgs {
     /// Most WebSocket connections open at once per endpoint; more get HTTP 503.
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = positive)]
     pub max_connections: usize,
-    /// Largest message accepted, in bytes; larger ones close the connection with 1009.
+    /// Largest message accepted, in bytes (decompressed); larger ones close the connection
+    /// with 1009.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     pub max_message_size: usize,
+    /// Decline permessage-deflate compression (accepted by default).
+    #[arg(long)]
+    pub no_deflate: bool,
+    /// Messages shorter than this are sent uncompressed on compressed connections.
+    #[arg(long, value_name = "BYTES", default_value_t = PerMessageDeflate::default().threshold)]
+    pub deflate_threshold: usize,
 }
 
 fn header(value: &str) -> Result<(String, String), String> {

@@ -79,6 +79,9 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     if let Some(ca) = &args.ca {
         options = options.ca_file(ca).context("--ca")?;
     }
+    if args.no_deflate {
+        options = options.deflate(ferrosock::PerMessageDeflate::disabled());
+    }
     let handler = Terminal {
         headers: args
             .headers

@@ -9,7 +9,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use ferrosock::{DataType, Limits, ServerOptions, WebServer, WebServerOptions, WebSocketServer};
+use ferrosock::{
+    DataType, Limits, PerMessageDeflate, ServerOptions, WebServer, WebServerOptions,
+    WebSocketServer,
+};
 
 use args::{Cli, Command, CommonArgs, EchoArgs, ServeArgs};
 
@@ -130,9 +133,13 @@ fn web_options(listen: String, common: &CommonArgs) -> WebServerOptions {
 
 fn server_options(common: &CommonArgs) -> ServerOptions {
     let limits = Limits::default().max_message_size(common.max_message_size);
+    let deflate = PerMessageDeflate::default()
+        .enabled(!common.no_deflate)
+        .threshold(common.deflate_threshold);
     ServerOptions::default()
         .max_connections(common.max_connections)
         .limits(limits)
+        .deflate(deflate)
 }
 
 /// Writes a line to stderr. Unlike `eprintln!`, a closed stderr (the reader went away) is not a
