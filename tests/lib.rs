@@ -26,7 +26,16 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs `future` or panics after [`TIMEOUT`].
 pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(TIMEOUT, future).await {
+    within_for(TIMEOUT, what, future).await
+}
+
+/// Runs `future` or panics after `limit` (for the waits that move megabytes).
+pub async fn within_for<F: std::future::Future>(
+    limit: Duration,
+    what: &str,
+    future: F,
+) -> F::Output {
+    match tokio::time::timeout(limit, future).await {
         Ok(output) => output,
         Err(_) => panic!("timed out waiting for {what}"),
     }

@@ -1,7 +1,9 @@
 // A WebSocket server on Node `ws`, for testing ferrosock's client against a peer nobody here
 // wrote. Same commands as python_server.py.
 //
-// Usage: node node_server.mjs PORT [--tls CERT KEY]   (NODE_PATH must hold `ws`)
+// Usage: node node_server.mjs PORT [--tls CERT KEY] [--deflate MODE]   (NODE_PATH must hold `ws`)
+//   MODE: off (default), on (ws's defaults: threshold 1024, 15-bit windows), server-nct,
+//         client-nct (as in python_server.py)
 // Prints READY on stdout once it listens.
 
 import { createRequire } from "node:module";
@@ -13,11 +15,30 @@ import path from "node:path";
 const require = createRequire(path.join(process.env.NODE_PATH?.split(":")[0] ?? ".", "x.js"));
 const { WebSocketServer } = require("ws");
 
-const [portArg, flag, cert, key] = process.argv.slice(2);
-const server = flag === "--tls"
-  ? createHttps({ cert: readFileSync(cert), key: readFileSync(key) })
-  : createHttp();
-const wss = new WebSocketServer({ server, maxPayload: 256 * 1024 * 1024, perMessageDeflate: false });
+const args = process.argv.slice(2);
+const portArg = args.shift();
+let tls = null;
+let mode = "off";
+while (args.length) {
+  const flag = args.shift();
+  if (flag === "--tls") tls = { cert: readFileSync(args.shift()), key: readFileSync(args.shift()) };
+  else if (flag === "--deflate") mode = args.shift();
+  else throw new Error(`unknown argument ${flag}`);
+}
+const perMessageDeflate = {
+  off: false,
+  on: true,
+  "server-nct": { serverNoContextTakeover: true },
+  "client-nct": { clientNoContextTakeover: true },
+}[mode];
+const server = tls ? createHttps(tls) : createHttp();
+const wss = new WebSocketServer({ server, maxPayload: 256 * 1024 * 1024, perMessageDeflate });
+
+// What the 101 answered in Sec-WebSocket-Extensions, for the "extensions" command.
+wss.on("headers", (headers, request) => {
+  const line = headers.find((h) => h.toLowerCase().startsWith("sec-websocket-extensions:"));
+  request.answeredExtensions = line ? line.slice(line.indexOf(":") + 1).trim() : "";
+});
 
 function headersOf(request) {
   const headers = {};
@@ -53,6 +74,8 @@ wss.on("connection", (ws, request) => {
       const buffer = Buffer.alloc(size);
       for (let i = 0; i < size; i++) buffer[i] = i % 251;
       ws.send(buffer, { binary: true });
+    } else if (text === "extensions") {
+      ws.send(request.answeredExtensions ?? "");
     } else if (text === "headers") {
       ws.send(JSON.stringify(headersOf(request)));
     } else {

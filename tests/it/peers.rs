@@ -9,8 +9,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ferrosock::{ClientOptions, DataType, Params, WebSocket};
+use ferrosock::{
+    ClientHandler, ClientOptions, DataType, Message, MessageEvent, Params, PerMessageDeflate,
+    WebSocket,
+};
 use ferrosock_tests::*;
+use tokio::sync::mpsc;
 
 /// A peer server process, killed when dropped.
 struct PeerServer {
@@ -40,7 +44,7 @@ fn repo_root() -> PathBuf {
 
 impl PeerServer {
     /// Starts the peer on a free port, or returns `None` when it is not installed (outside CI).
-    fn start(peer: Peer, pki: Option<&TestPki>) -> Option<PeerServer> {
+    fn start(peer: Peer, pki: Option<&TestPki>, deflate: &str) -> Option<PeerServer> {
         let root = repo_root();
         let peers = root.join(".peers");
         let (program, script, installed) = match peer {
@@ -79,6 +83,7 @@ impl PeerServer {
         if let Some(pki) = pki {
             command.arg("--tls").arg(&pki.cert).arg(&pki.key);
         }
+        command.arg("--deflate").arg(deflate);
         let mut child = command.spawn().expect("the peer server starts");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -210,7 +215,7 @@ fn escaped_len(bytes: &[u8]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn against_python_websockets() {
-    let Some(server) = PeerServer::start(Peer::Python, None) else {
+    let Some(server) = PeerServer::start(Peer::Python, None, "off") else {
         return;
     };
     exercise(
@@ -223,7 +228,7 @@ async fn against_python_websockets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn against_node_ws() {
-    let Some(server) = PeerServer::start(Peer::Node, None) else {
+    let Some(server) = PeerServer::start(Peer::Node, None, "off") else {
         return;
     };
     exercise(
@@ -237,7 +242,7 @@ async fn against_node_ws() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_against_python_websockets_with_a_private_ca() {
     let pki = TestPki::generate("py-wss");
-    let Some(server) = PeerServer::start(Peer::Python, Some(&pki)) else {
+    let Some(server) = PeerServer::start(Peer::Python, Some(&pki), "off") else {
         return;
     };
     let options = ClientOptions::default().ca_file(&pki.ca).unwrap();
@@ -257,7 +262,7 @@ async fn wss_against_python_websockets_with_a_private_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_against_node_ws_with_a_private_ca() {
     let pki = TestPki::generate("node-wss");
-    let Some(server) = PeerServer::start(Peer::Node, Some(&pki)) else {
+    let Some(server) = PeerServer::start(Peer::Node, Some(&pki), "off") else {
         return;
     };
     let options = ClientOptions::default().ca_file(&pki.ca).unwrap();
@@ -267,4 +272,200 @@ async fn wss_against_node_ws_with_a_private_ca() {
         options,
     )
     .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// permessage-deflate against the peers
+
+/// The bound on a wait for 16 MiB to be compressed, sent, decompressed and back.
+const BIG: Duration = Duration::from_secs(30);
+
+/// Hands every message to the test, whole.
+struct Collector(mpsc::UnboundedSender<Message>);
+
+impl ClientHandler for Collector {
+    fn on_message(&self, _ws: &WebSocket<Self>, event: MessageEvent) {
+        let _ = self.0.send(event.data);
+    }
+
+    fn data_type(&self) -> DataType {
+        DataType::Auto
+    }
+}
+
+/// Messages from 0 bytes to 16 MiB, compressible text and incompressible binary.
+fn deflate_messages() -> Vec<Message> {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    let json = |len: usize| -> String {
+        let unit = r#"{"symbol":"ABC","price":101.25,"volume":1200,"venue":"XNAS"},"#;
+        unit.repeat(len / unit.len() + 1)[..len].to_owned()
+    };
+    let mut messages = Vec::new();
+    for len in [
+        0usize,
+        1,
+        100,
+        1023,
+        1024,
+        1025,
+        64 << 10,
+        1 << 20,
+        16 << 20,
+    ] {
+        messages.push(Message::from(json(len)));
+        messages.push(Message::from(random(len)));
+    }
+    messages
+}
+
+/// Round trips through a peer's echo with compression negotiated; `expect` is what the peer's
+/// answer must contain.
+async fn exercise_deflate(peer: Peer, url: &str, settings: PerMessageDeflate, expect: &[&str]) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let options = ClientOptions::default().deflate(settings.clone());
+    let ws = WebSocket::connect_with(url, Collector(tx), options)
+        .await
+        .unwrap();
+    ws.send("extensions").unwrap();
+    let answer = within("the peer's extensions", rx.recv())
+        .await
+        .unwrap()
+        .to_text();
+    for want in expect {
+        assert!(
+            answer.contains(want),
+            "{peer:?} with {settings:?}: answered {answer:?}, expected {want}"
+        );
+    }
+    // Twice over: with context takeover, each message depends on the ones before.
+    for round in 0..2 {
+        for message in deflate_messages() {
+            ws.send(message.clone()).unwrap();
+            let echo = within_for(BIG, "an echo", rx.recv()).await.unwrap();
+            assert!(
+                echo == message,
+                "{peer:?} with {settings:?}, round {round}: a {} message came back different",
+                describe(&message)
+            );
+        }
+    }
+    // Messages from the peer in several fragments, compressed by the peer.
+    ws.send("fragments:7:fragmented and compressed by the peer, fragmented and compressed")
+        .unwrap();
+    let echo = within("fragments", rx.recv()).await.unwrap();
+    assert_eq!(
+        echo.as_text(),
+        Some("fragmented and compressed by the peer, fragmented and compressed")
+    );
+    ws.send(format!("big:{}", 16 << 20)).unwrap();
+    let big = within_for(BIG, "16 MiB from the peer", rx.recv())
+        .await
+        .unwrap();
+    let expected: Vec<u8> = (0..16 << 20).map(|i| (i % 251) as u8).collect();
+    assert!(
+        big.as_blob().is_some_and(|b| b[..] == expected[..]),
+        "{peer:?}: 16 MiB from the peer"
+    );
+    ws.terminate();
+    within("closed", ws.closed()).await;
+}
+
+fn describe(message: &Message) -> String {
+    match message {
+        Message::Text(t) => format!("{}-byte text", t.len()),
+        Message::Blob(b) => format!("{}-byte binary", b.len()),
+        Message::Object(_) => "JSON".to_owned(),
+    }
+}
+
+/// Each side's context takeover switched off in turn, and the window sizes asked for.
+async fn deflate_matrix(peer: Peer) {
+    let default = PerMessageDeflate::default();
+    for (mode, settings, expect) in [
+        ("on", default.clone(), &["permessage-deflate"][..]),
+        // A server may ignore this hint (Node ws does); the client keeps its promise anyway.
+        (
+            "on",
+            default.clone().client_no_context_takeover(true),
+            &["permessage-deflate"][..],
+        ),
+        (
+            "on",
+            default.clone().server_no_context_takeover(true),
+            &["server_no_context_takeover"][..],
+        ),
+        (
+            "on",
+            default
+                .clone()
+                .server_max_window_bits(9)
+                .client_max_window_bits(10),
+            &["server_max_window_bits=9"][..],
+        ),
+        (
+            "on",
+            default.clone().threshold(0).level(1),
+            &["permessage-deflate"][..],
+        ),
+        (
+            "server-nct",
+            default.clone(),
+            &["server_no_context_takeover"][..],
+        ),
+        (
+            "client-nct",
+            default.clone(),
+            &["client_no_context_takeover"][..],
+        ),
+    ] {
+        let Some(server) = PeerServer::start(peer, None, mode) else {
+            return;
+        };
+        exercise_deflate(
+            peer,
+            &format!("ws://127.0.0.1:{}/", server.port),
+            settings,
+            expect,
+        )
+        .await;
+    }
+    // A peer without compression: nothing negotiated, messages flow uncompressed.
+    let Some(server) = PeerServer::start(peer, None, "off") else {
+        return;
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let ws = WebSocket::connect(&format!("ws://127.0.0.1:{}/", server.port), Collector(tx))
+        .await
+        .unwrap();
+    ws.send("extensions").unwrap();
+    assert_eq!(within("extensions", rx.recv()).await.unwrap().to_text(), "");
+    ws.send("x".repeat(5000)).unwrap();
+    assert_eq!(
+        within("echo", rx.recv())
+            .await
+            .unwrap()
+            .as_text()
+            .map(str::len),
+        Some(5000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permessage_deflate_against_python_websockets() {
+    deflate_matrix(Peer::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permessage_deflate_against_node_ws() {
+    deflate_matrix(Peer::Node).await;
 }

@@ -349,3 +349,60 @@ fn connect_reports_a_close_by_the_server_and_failures() {
     assert_eq!(status.code(), Some(1));
     assert!(stderr.contains("scheme must be ws or wss"), "{stderr}");
 }
+
+/// Peak resident memory of a process, from /proc (Linux).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[test]
+fn a_deflate_bomb_is_refused_with_1009_within_the_memory_limit() {
+    use ferrosock::proto::deflate::Deflater;
+    use ferrosock::proto::{FrameHeader, OpCode, OutFrame};
+    use ferrosock_tests::{upgrade_request, RawClient};
+
+    let (server, addr) = spawn(&[
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-message-size",
+        "1048576",
+    ]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let addr = addr.parse().unwrap();
+        let offer = ["Sec-WebSocket-Extensions: permessage-deflate"];
+        // A normal compressed exchange first, so that the baseline includes a used connection.
+        let mut client = RawClient::try_connect(addr, upgrade_request("/", &offer)).await.ok().unwrap();
+        assert!(client.response.contains("permessage-deflate"), "{}", client.response);
+        client.send_text("warm-up").await;
+        client.recv_message().await;
+        let baseline = peak_rss_kib(server.id());
+
+        // 64 MiB of zeros compress to about 64 KiB: one frame, RSV1 set, masked.
+        let bomb = Deflater::new(15, false, 9, 9).compress(&vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 100 << 10, "bomb of {} bytes", bomb.len());
+        let key = [7, 7, 7, 7];
+        let mut masked = bomb.to_vec();
+        ferrosock::proto::mask::apply_mask(&mut masked, key);
+        let mut header = FrameHeader::new(OpCode::Binary, masked.len() as u64, Some(key));
+        header.rsv1 = true;
+        let frame = OutFrame::with_header(header, masked.into());
+        let mut bomber = RawClient::try_connect(addr, upgrade_request("/", &offer)).await.ok().unwrap();
+        bomber.send_raw(&[frame.head(), frame.payload()].concat()).await;
+        let close = bomber.recv_close().await.expect("a close frame with a code");
+        assert_eq!(close.code.0, 1009, "{close:?}");
+
+        // The server decompressed no more than its limit: its peak memory barely moved.
+        let grown = peak_rss_kib(server.id()).saturating_sub(baseline);
+        assert!(grown < 8 * 1024, "peak RSS grew by {grown} KiB for a 1 MiB limit");
+        // And it still serves.
+        client.send_text("still here").await;
+        assert!(matches!(client.recv_message().await, ferrosock::proto::Decoded::Text(t) if &t[..] == b"still here"));
+    });
+}
