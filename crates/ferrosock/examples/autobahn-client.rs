@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ferrosock::{ClientHandler, DataType, MessageEvent, WebSocket};
+use ferrosock::{
+    ClientHandler, ClientOptions, DataType, MessageEvent, PerMessageDeflate, WebSocket,
+};
 
 /// Echoes every message as it came: text as text, binary as binary.
 struct Echo;
@@ -70,9 +72,12 @@ async fn run(base: &str, agent: &str) -> Result<usize, Box<dyn std::error::Error
         .ok_or("getCaseCount sent no count")?
         .trim()
         .parse()?;
+    // Every message compressed once permessage-deflate is negotiated (threshold 0), so that
+    // sections 12 and 13 exercise the codec on every message.
+    let options = ClientOptions::default().deflate(PerMessageDeflate::default().threshold(0));
     for case in 1..=count {
         let url = format!("{base}/runCase?case={case}&agent={agent}");
-        match WebSocket::connect(&url, Echo).await {
+        match WebSocket::connect_with(&url, Echo, options.clone()).await {
             // Every case ends with a close by one side; the bound only guards against a hang.
             Ok(ws) => {
                 if tokio::time::timeout(Duration::from_secs(60), ws.closed())
