@@ -523,11 +523,17 @@ where
                             } =>
                     {
                         let compressed = deflater.compress(&payload);
-                        // The budget counted the message; count what will really be queued.
-                        let shared = self.callbacks.shared();
-                        shared.release(payload.len());
-                        shared.charge(compressed.len());
-                        OutFrame::compressed(role, opcode, compressed, rand::random)
+                        if deflater.resets() && compressed.len() >= payload.len() {
+                            // Incompressible (random or already compressed data): sent as it
+                            // is, which no context takeover allows.
+                            OutFrame::new(role, opcode, payload, rand::random)
+                        } else {
+                            // The budget counted the message; count what is really queued.
+                            let shared = self.callbacks.shared();
+                            shared.release(payload.len());
+                            shared.charge(compressed.len());
+                            OutFrame::compressed(role, opcode, compressed, rand::random)
+                        }
                     }
                     _ => OutFrame::new(role, opcode, payload, rand::random),
                 },

@@ -595,6 +595,14 @@ impl Deflater {
         self.window_bits >= 9
     }
 
+    /// Whether each message starts from an empty window (no context takeover). Then a
+    /// compressed result may be discarded and the message sent as it is: the peer's
+    /// decompressor does not depend on it. With context takeover it may not, since the
+    /// compressor's window already holds the message.
+    pub fn resets(&self) -> bool {
+        self.reset
+    }
+
     /// Compresses one whole message (RFC 7692 §7.2.1): DEFLATE with a sync flush, the final
     /// `00 00 ff ff` removed.
     ///
