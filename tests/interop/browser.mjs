@@ -5,9 +5,10 @@
 // Environment: CHROMIUM (default /usr/bin/chromium), PEERS_DIR (default <repo>/.peers).
 //
 // Opens the demo chat page in two tabs and checks the chat through the page's own UI, then
-// runs `new WebSocket(...)` inside a page against /echo and /uppercase. Prints one PASS line per
-// scenario; on the first failure prints what was expected and received and exits 1. Every wait
-// is bounded (10 s by default), so a failure never hangs.
+// runs `new WebSocket(...)` inside a page against /echo and /uppercase, and checks that such a
+// WebSocket negotiates permessage-deflate and echoes 1 MiB of compressible text and of random
+// binary. Prints one PASS line per scenario; on the first failure prints what was expected and
+// received and exits 1. Every wait is bounded (10 s by default), so a failure never hangs.
 
 import { createRequire } from 'node:module';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -266,6 +267,114 @@ async function closeCodeInPage(page, wsBase) {
   return 'close 4000 from the page echoed (clean close), WebSocket to /nope fails with 1006';
 }
 
+/**
+ * permessage-deflate from the browser: Chromium always offers it; the page's WebSocket to /echo
+ * must have negotiated it (ws.extensions), and a 1 MiB compressible text and a 1 MiB random
+ * binary message must come back identical (compared inside the page).
+ */
+async function deflateInPage(page, wsBase) {
+  const result = await within(
+    page.evaluate(
+      async ([url, timeout]) => {
+        const bounded = (p, what) =>
+          Promise.race([p, new Promise((_, reject) => setTimeout(() => reject(new Error(`${what}: timed out`)), timeout))]);
+        const ws = new WebSocket(url);
+        ws.binaryType = 'arraybuffer';
+        const inbox = [];
+        let wake = null;
+        let closeEvent = null;
+        ws.onmessage = (e) => {
+          inbox.push(e.data);
+          if (wake) wake();
+        };
+        const closed = new Promise((resolve) => {
+          ws.onclose = (e) => {
+            closeEvent = { code: e.code, reason: e.reason, wasClean: e.wasClean };
+            resolve(closeEvent);
+            if (wake) wake();
+          };
+        });
+        const opened = await bounded(
+          new Promise((resolve) => {
+            ws.onopen = () => resolve(true);
+            ws.onerror = () => resolve(false);
+          }),
+          'open',
+        );
+        if (!opened) return { opened: false, close: await bounded(closed, 'close after a failed open') };
+        const next = async (what) => {
+          while (!inbox.length) {
+            if (closeEvent) throw new Error(`${what}: closed (${closeEvent.code}) instead of a message`);
+            await bounded(new Promise((r) => (wake = r)), what);
+          }
+          return inbox.shift();
+        };
+
+        // 1 MiB of JSON-ish records (ASCII: 1 MiB characters = 1 MiB bytes).
+        const records = [];
+        let length = 0;
+        for (let i = 0; length < 1 << 20; i++) {
+          const r = JSON.stringify({ id: i, user: `user-${i % 50}`, status: i % 3 ? 'active' : 'idle', tags: ['alpha', 'beta'].slice(0, (i % 2) + 1), score: (i * 37) % 1000 }) + ',\n';
+          records.push(r);
+          length += r.length;
+        }
+        const text = records.join('').slice(0, 1 << 20);
+        const random = new Uint8Array(1 << 20);
+        for (let i = 0; i < random.length; i += 65536) crypto.getRandomValues(random.subarray(i, i + 65536));
+
+        const results = [];
+        try {
+          ws.send(text);
+          const gotText = await next('1 MiB compressible text reply');
+          let i = 0;
+          if (typeof gotText === 'string') while (i < text.length && i < gotText.length && text[i] === gotText[i]) i++;
+          results.push({
+            what: '1 MiB compressible text',
+            ok: gotText === text,
+            type: typeof gotText === 'string' ? 'text' : 'binary',
+            length: typeof gotText === 'string' ? gotText.length : gotText.byteLength,
+            firstDifference: i,
+          });
+          ws.send(random);
+          const gotBinary = await next('1 MiB random binary reply');
+          const bytes = gotBinary instanceof ArrayBuffer ? new Uint8Array(gotBinary) : null;
+          let j = 0;
+          if (bytes) while (j < random.length && j < bytes.length && random[j] === bytes[j]) j++;
+          results.push({
+            what: '1 MiB random binary',
+            ok: bytes !== null && bytes.length === random.length && j === random.length,
+            type: bytes ? 'binary' : 'text',
+            length: bytes ? bytes.length : gotBinary.length,
+            firstDifference: j,
+          });
+        } catch (err) {
+          return { opened: true, extensions: ws.extensions, error: String(err.message), results };
+        }
+        ws.close(1000);
+        return { opened: true, extensions: ws.extensions, results, close: await bounded(closed, 'close handshake') };
+      },
+      [`${wsBase}/echo`, TIMEOUT],
+    ),
+    TIMEOUT * 4,
+    'permessage-deflate in the page',
+  );
+  check(result.opened, 'deflate in the browser: WebSocket open in the page', true, result);
+  check(
+    typeof result.extensions === 'string' && /^permessage-deflate(;|$)/.test(result.extensions.trim()),
+    'deflate in the browser: ws.extensions (negotiated extension)',
+    'permessage-deflate; ...',
+    result.extensions,
+  );
+  if (result.error) throw new Failure(`deflate in the browser: ${result.error} (results so far: ${brief(result.results)})`);
+  for (const r of result.results) {
+    const expected = { what: r.what, ok: true, type: r.what.includes('text') ? 'text' : 'binary', length: 1 << 20, firstDifference: 1 << 20 };
+    check(JSON.stringify(r) === JSON.stringify(expected), `deflate in the browser: echo of the ${r.what} message (compared in the page)`, expected, r);
+  }
+  check(result.results.length === 2, 'deflate in the browser: replies', 2, result.results.length);
+  check(result.close.code === 1000, 'deflate in the browser: close code after ws.close(1000)', 1000, result.close.code);
+  return `permessage-deflate from page.evaluate: ws.extensions ${JSON.stringify(result.extensions)}; 1 MiB compressible text and 1 MiB random binary echoed identical`;
+}
+
 async function uppercaseInPage(page, wsBase) {
   const result = await exchangeInPage(page, `${wsBase}/uppercase`, [
     { text: 'hello from chromium' },
@@ -314,6 +423,7 @@ async function main() {
       ['echo in the page', () => echoInPage(scenarios.page, wsBase)],
       ['close codes in the page', () => closeCodeInPage(scenarios.page, wsBase)],
       ['uppercase in the page', () => uppercaseInPage(scenarios.page, wsBase)],
+      ['permessage-deflate in the page', () => deflateInPage(scenarios.page, wsBase)],
     ];
     for (const [name, run] of scenarios) {
       try {

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // Interoperability checks of `ferrosock serve` with the Node `ws` client (ws@8).
 //
-// Usage: node node_client.mjs ws://127.0.0.1:PORT
+// Usage: node node_client.mjs ws://127.0.0.1:PORT [ws://127.0.0.1:PORT2]
 // `ws` is loaded from $PEERS_DIR/node/node_modules (default: <repo>/.peers/node/node_modules).
+// The optional second URL is a `ferrosock serve --no-deflate` server: the "deflate" group checks
+// that it declines compression (that scenario is skipped, with a SKIP line, without that URL).
 //
 // Runs the scenarios in order, prints one PASS line per scenario and exits 1 with a message
 // (what was expected, what was received) on the first failure. Every wait is bounded by a
@@ -88,6 +90,12 @@ class Client {
     this.queue = [];
     this.waiters = [];
     this.closeInfo = null;
+    // The server's Sec-WebSocket-Extensions (undefined if absent), and the socket, whose
+    // bytesRead tells how many bytes each message took on the wire.
+    this.ws.once('upgrade', (res) => {
+      this.extensionsHeader = res.headers['sec-websocket-extensions'];
+      this.socket = res.socket;
+    });
     this.opened = new Promise((resolve, reject) => {
       this.ws.once('open', resolve);
       this.ws.once('error', reject);
@@ -102,22 +110,30 @@ class Client {
       this.ws.on('close', (code, reason) => {
         this.closeInfo = { code, reason: reason.toString() };
         resolve(this.closeInfo);
-        for (const w of this.waiters.splice(0)) w.reject(new Failure(`connection closed (${code} ${reason})`));
+        for (const w of this.waiters.splice(0)) w.reject(new Failure(`connection closed (${code} ${reason})${this.errorText()}`));
       });
     });
-    this.ws.on('error', () => {}); // reported through 'close' or the checks
+    this.ws.on('error', (err) => (this.error = this.error || err)); // reported through 'close' or the checks
     this.ws.on('message', (data, isBinary) => {
-      const message = { data: isBinary ? data : data.toString('utf8'), isBinary };
+      const wireEnd = (this.socket || this.ws._socket || {}).bytesRead;
+      const message = { data: isBinary ? data : data.toString('utf8'), isBinary, wireEnd };
       const w = this.waiters.shift();
       if (w) w.resolve(message);
       else this.queue.push(message);
     });
   }
 
+  /** The first error `ws` reported (a decompression failure, say), for failure messages. */
+  errorText() {
+    return this.error ? `, after the ws error "${this.error.message}"` : '';
+  }
+
   next(what, ms = TIMEOUT) {
     if (this.queue.length) return Promise.resolve(this.queue.shift());
     if (this.closeInfo) {
-      return Promise.reject(new Failure(`${what}: connection closed (${this.closeInfo.code} ${this.closeInfo.reason}) instead of a message`));
+      return Promise.reject(
+        new Failure(`${what}: connection closed (${this.closeInfo.code} ${this.closeInfo.reason})${this.errorText()} instead of a message`),
+      );
     }
     let waiter;
     const p = new Promise((resolve, reject) => {
@@ -348,10 +364,18 @@ async function notFound(base) {
   return 'upgrades to /nope, /, /echo/extra rejected with HTTP 404';
 }
 
-async function concurrent(base, n = 200, rounds = 5) {
+/** Concurrent client i's round trip r: small text and binary messages. */
+async function smallExchange(c, i, r) {
+  const m = r % 2 ? Buffer.from(`client ${i} round ${r}`.repeat(50)) : `client ${i} round ${r}`;
+  await c.roundtrip(m, `concurrent client ${i} round ${r}`, 30_000);
+}
+
+/** `n` clients (with the `ws` options `options`) open at once, then each does `rounds` round
+ * trips `exchange(client, i, r)`. */
+async function concurrent(base, n = 200, rounds = 5, options = {}, exchange = smallExchange, what = '/echo clients') {
   const start = Date.now();
   const opened = await Promise.allSettled(
-    Array.from({ length: n }, (_, i) => Client.open(`${base}/echo`, {}, `concurrent client ${i} connect`)),
+    Array.from({ length: n }, (_, i) => Client.open(`${base}/echo`, options, `concurrent client ${i} connect`)),
   );
   const clients = opened.filter((r) => r.status === 'fulfilled').map((r) => r.value);
   try {
@@ -363,10 +387,7 @@ async function concurrent(base, n = 200, rounds = 5) {
     const results = await within(
       Promise.allSettled(
         clients.map(async (c, i) => {
-          for (let r = 0; r < rounds; r++) {
-            const m = r % 2 ? Buffer.from(`client ${i} round ${r}`.repeat(50)) : `client ${i} round ${r}`;
-            await c.roundtrip(m, `concurrent client ${i} round ${r}`, 30_000);
-          }
+          for (let r = 0; r < rounds; r++) await exchange(c, i, r);
           const { code } = await c.close(1000, '', `concurrent client ${i}`);
           check(code === 1000, `concurrent client ${i} close code`, 1000, code);
         }),
@@ -381,13 +402,285 @@ async function concurrent(base, n = 200, rounds = 5) {
   } finally {
     for (const c of clients) if (!c.closeInfo) c.ws.terminate();
   }
-  return `${n} concurrent /echo clients x ${rounds} round trips, all open at once (${((Date.now() - start) / 1000).toFixed(1)} s)`;
+  return `${n} concurrent ${what} x ${rounds} round trips, all open at once (${((Date.now() - start) / 1000).toFixed(1)} s)`;
+}
+
+// ------------------------------------------------------------------------------- permessage-deflate
+
+const KIB = 1 << 10;
+const THRESHOLD = 1024; // the server sends messages shorter than this uncompressed (RSV1=0)
+const DEFLATE_SIZES = [0, 1, 100, 1023, 1024, 1025, 64 * KIB, MIB, 16 * MIB];
+// What the server answers to an offer with client_max_window_bits and no other parameter.
+// ferrosock's defaults: no context takeover either way, 12-bit windows.
+const NO_TAKEOVER = { server_no_context_takeover: null, client_no_context_takeover: null };
+const DEFAULT_ANSWER = { ...NO_TAKEOVER, server_max_window_bits: '12', client_max_window_bits: '12' };
+
+/** The parameters of a single permessage-deflate answer, sorted ([name, value|null] pairs), or null. */
+function answerParams(header) {
+  if (header === undefined) return null;
+  const elements = header.split(',').filter((e) => e.trim());
+  if (elements.length !== 1) return null;
+  const [name, ...params] = elements[0].split(';').map((p) => p.trim());
+  if (name.toLowerCase() !== 'permessage-deflate') return null;
+  return params
+    .map((p) => {
+      const eq = p.indexOf('=');
+      return eq < 0 ? [p.toLowerCase(), null] : [p.slice(0, eq).trim().toLowerCase(), p.slice(eq + 1).trim().replace(/^"|"$/g, '')];
+    })
+    .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+}
+
+function answerText(expected) {
+  return ['permessage-deflate', ...Object.entries(expected).map(([k, v]) => (v === null ? k : `${k}=${v}`))].join('; ');
+}
+
+/** The server accepted permessage-deflate with exactly the `expected` parameters. */
+function checkAnswer(c, what, expected) {
+  const want = JSON.stringify(Object.entries(expected).sort((a, b) => (a[0] < b[0] ? -1 : 1)));
+  if (JSON.stringify(answerParams(c.extensionsHeader)) !== want) {
+    throw new Failure(
+      `${what}: expected the answer Sec-WebSocket-Extensions: ${answerText(expected)} (parameters in any order), ` +
+        `received ${JSON.stringify(c.extensionsHeader)}`,
+    );
+  }
+  check(c.ws.extensions === 'permessage-deflate', `${what}: ws.extensions`, 'permessage-deflate', c.ws.extensions);
+  return c.extensionsHeader;
+}
+
+/** `size` bytes of UTF-8 text from `buf` (longer than `size`): a character cut at the end is
+ * replaced by spaces. */
+function exactText(buf, size) {
+  let end = size;
+  while (end > 0 && (buf[end] & 0xc0) === 0x80) end--; // buf[end] continues a character
+  return buf.subarray(0, end).toString('utf8') + ' '.repeat(size - end);
+}
+
+const repeatTo = (block, size) => Buffer.concat(Array(Math.floor(size / block.length) + 1).fill(block)).subarray(0, size);
+
+const JSON_BLOCK = Buffer.from(
+  Array.from(
+    { length: 600 },
+    (_, i) =>
+      JSON.stringify({
+        id: i,
+        user: `user-${String(i % 50).padStart(2, '0')}`,
+        city: ['Zürich', 'Genève', 'Besançon', 'Köln'][i % 4],
+        status: i % 3 ? 'active' : 'idle',
+        tags: ['alpha', 'beta', 'gamma'].slice(0, (i % 3) + 1),
+        score: (i * 37) % 1000,
+      }) + ',\n',
+  ).join(''),
+);
+const RECORD_BLOCK = Buffer.concat(
+  Array.from({ length: 4000 }, (_, i) => {
+    const b = Buffer.alloc(16);
+    b.writeUInt32LE(i, 0);
+    b.writeUInt16LE(i % 7, 4);
+    b.writeUInt16LE(0xbeef, 6);
+    b.writeDoubleLE(i * 0.5, 8);
+    return Buffer.concat([b, Buffer.from(`\0\0\0\0sensor-${String(i % 10).padStart(2, '0')}`)]);
+  }),
+);
+const samples = new Map();
+
+/** A message of exactly `size` bytes: 'text' (string) or 'binary' (Buffer), 'compressible'
+ * (repetitive JSON-ish records) or 'random' (crypto.randomBytes; for text, base64 of random bytes
+ * with a few multi-byte characters). Cached: the same arguments give the same message. */
+function sample(kind, content, size) {
+  const key = `${kind}/${content}/${size}`;
+  if (!samples.has(key)) {
+    let message;
+    if (content === 'compressible') {
+      message = kind === 'text' ? exactText(repeatTo(JSON_BLOCK, size + 4), size) : repeatTo(RECORD_BLOCK, size);
+    } else if (kind === 'text') {
+      const chunks = Array.from({ length: Math.floor(size / 4012) + 1 }, () =>
+        Buffer.concat([Buffer.from(randomBytes(3000).toString('base64')), Buffer.from('é✓🚀日')]),
+      );
+      message = exactText(Buffer.concat(chunks), size);
+    } else {
+      message = randomBytes(size);
+    }
+    check(sizeOf(message) === size, `sample ${key}: size`, size, sizeOf(message));
+    samples.set(key, message);
+  }
+  return samples.get(key);
+}
+
+const sizeOf = (m) => (Buffer.isBuffer(m) ? m.length : Buffer.byteLength(m));
+// The header of an unmasked server frame with a payload of n bytes.
+const headerSize = (n) => (n < 126 ? 2 : n < 65536 ? 4 : 10);
+
+/**
+ * A round trip on a compressed connection, with a check of what the echo took on the wire
+ * (socket.bytesRead): a message under THRESHOLD bytes must come back uncompressed (exactly its
+ * size plus a frame header); a longer one compressed (under half its size) if it is
+ * `compressible`, and never larger than the uncompressed frame if it is random (the server
+ * sends incompressible data as it is). `uncompressed`: every echo must be uncompressed.
+ */
+async function deflateRoundtrip(c, message, what, ms, { compressible = false, uncompressed = false } = {}) {
+  const size = sizeOf(message);
+  const before = c.socket.bytesRead;
+  await c.send(message);
+  const reply = await c.next(`${what} (reply)`, ms || (size >= MIB ? BIG_TIMEOUT : TIMEOUT));
+  checkSame(what, message, reply);
+  const wire = reply.wireEnd - before;
+  const plain = size + headerSize(size);
+  if (uncompressed || size < THRESHOLD) {
+    if (wire !== plain) {
+      throw new Failure(
+        `${what}: the echo took ${wire} bytes on the wire, expected ${plain} (an uncompressed frame: ` +
+          `${uncompressed ? 'no compression was negotiated' : `messages under ${THRESHOLD} bytes are sent uncompressed`})`,
+      );
+    }
+  } else if (compressible ? wire > size / 2 : wire > plain) {
+    throw new Failure(
+      `${what}: the echo took ${wire} bytes on the wire for ${size} bytes of ${compressible ? 'compressible' : 'random'} ` +
+        `data, expected ${compressible ? `a compressed frame under ${size / 2} bytes` : `at most ${plain} bytes (incompressible data goes as it is)`}`,
+    );
+  }
+  return wire;
+}
+
+async function deflateNegotiation(base) {
+  const cases = [
+    ['default offer (perMessageDeflate: true)', true, DEFAULT_ANSWER],
+    ['serverNoContextTakeover', { serverNoContextTakeover: true }, { ...DEFAULT_ANSWER, server_no_context_takeover: null }],
+    ['clientNoContextTakeover', { clientNoContextTakeover: true }, { ...DEFAULT_ANSWER, client_no_context_takeover: null }],
+    [
+      'both no context takeover',
+      { serverNoContextTakeover: true, clientNoContextTakeover: true },
+      { ...DEFAULT_ANSWER, server_no_context_takeover: null, client_no_context_takeover: null },
+    ],
+    ['clientMaxWindowBits: false (not offered)', { clientMaxWindowBits: false }, { ...NO_TAKEOVER, server_max_window_bits: '12' }],
+    ['15-bit windows asked', { serverMaxWindowBits: 15, clientMaxWindowBits: 15 }, DEFAULT_ANSWER],
+    ['smaller windows asked', { serverMaxWindowBits: 11, clientMaxWindowBits: 9 }, { ...NO_TAKEOVER, server_max_window_bits: '11', client_max_window_bits: '9' }],
+  ];
+  const seen = [];
+  for (const [label, perMessageDeflate, expected] of cases) {
+    let c;
+    try {
+      c = await Client.open(`${base}/echo`, { perMessageDeflate }, `[${label}] connect`);
+    } catch (err) {
+      throw new Failure(`[${label}] perMessageDeflate ${JSON.stringify(perMessageDeflate)}: the handshake failed: ${err.message}`);
+    }
+    try {
+      seen.push(`${label} -> ${checkAnswer(c, `[${label}] perMessageDeflate ${JSON.stringify(perMessageDeflate)}`, expected)}`);
+      await c.roundtrip(sample('text', 'compressible', 4 * KIB), `[${label}] 4 KiB compressible text echo`);
+    } finally {
+      await c.close(1000, '', label);
+    }
+  }
+  return `deflate negotiation on /echo: ${seen.join(' | ')}`;
+}
+
+/**
+ * Echo round trips of all sizes, text and binary, compressible and random, on one compressed
+ * connection (the client compresses every message: threshold 0); then messages that depend on
+ * context takeover, a compressed fragmented message, and pipelined messages.
+ */
+async function deflateRoundtrips(base, label, options, answer, sizes = DEFLATE_SIZES) {
+  const start = Date.now();
+  let count = 0;
+  const c = await Client.open(`${base}/echo`, { perMessageDeflate: { threshold: 0, ...options }, maxPayload: 64 * MIB }, `[${label}] connect`);
+  try {
+    const raw = checkAnswer(c, `[${label}] perMessageDeflate ${JSON.stringify(options)}`, answer);
+    const one = async (message, what, compressible) => {
+      await deflateRoundtrip(c, message, `[${label}] ${what}`, undefined, { compressible });
+      count++;
+    };
+    for (const size of sizes) {
+      for (const kind of ['text', 'binary']) {
+        for (const content of ['compressible', 'random']) {
+          await one(sample(kind, content, size), `${content} ${kind} of ${size} bytes`, content === 'compressible');
+        }
+      }
+    }
+    // Context takeover across messages: the same message several times in a row, and a random
+    // message larger than the window twice (see python_client.py).
+    for (const size of [100, 1024, 3000, 64 * KIB]) {
+      for (const kind of ['text', 'binary']) {
+        for (let n = 1; n <= 3; n++) await one(sample(kind, 'compressible', size), `compressible ${kind} of ${size} bytes, repeat ${n}`, true);
+      }
+    }
+    const probe = randomBytes(6000);
+    for (let n = 1; n <= 2; n++) await one(probe, `the same random 6000 bytes, time ${n}`, false);
+    for (let n = 1; n <= 2; n++) await one(Buffer.concat([probe.subarray(0, 3000), probe.subarray(0, 3000)]), `3000 random bytes twice in one message, time ${n}`, false);
+
+    // A compressed fragmented message: 16 fragments of 4 KiB.
+    {
+      const whole = sample('binary', 'compressible', 64 * KIB);
+      const parts = Array.from({ length: 16 }, (_, i) => whole.subarray(i * 4096, (i + 1) * 4096));
+      for (let i = 0; i < parts.length; i++) await c.send(parts[i], { binary: true, fin: i === parts.length - 1 });
+      checkSame(`[${label}] 16 compressed fragments echoed as one message`, whole, await c.next(`[${label}] fragmented reply`));
+      count++;
+    }
+    // Pipelined: 60 messages of 10 B to 3 KiB sent before any reply is read.
+    const sent = Array.from({ length: 60 }, (_, i) =>
+      i % 2 ? sample('text', 'compressible', 3000).slice(0, 50 * i + 10) : sample('binary', 'random', 50 * i + 10),
+    );
+    await Promise.all(sent.map((m) => c.send(m)));
+    for (let i = 0; i < sent.length; i++) {
+      checkSame(`[${label}] pipelined message ${i} (${sizeOf(sent[i])} bytes, order kept)`, sent[i], await c.next(`[${label}] pipelined reply ${i}`));
+    }
+    count += sent.length;
+    const { code } = await c.close(1000, '', label);
+    check(code === 1000, `[${label}] close code after a normal close`, 1000, code);
+    const largest = Math.max(...sizes);
+    return (
+      `deflate [${label}] answer ${JSON.stringify(raw)}: ${count} /echo round trips (0 B to ${largest >= MIB ? `${largest / MIB} MiB` : `${largest} B`}, ` +
+      `text/binary, compressible/random, repeats, fragmented, pipelined) identical; echoes < ${THRESHOLD} B uncompressed, ` +
+      `others compressed (${((Date.now() - start) / 1000).toFixed(1)} s)`
+    );
+  } finally {
+    if (!c.closeInfo) c.ws.terminate();
+  }
+}
+
+/** Concurrent client i's round trip r on a compressed connection (ws' default threshold, 1024). */
+async function deflateExchange(c, i, r) {
+  if (r === 0) checkAnswer(c, `concurrent client ${i}`, DEFAULT_ANSWER);
+  const prefix = `client ${i} round ${r} `;
+  const [message, compressible] = [
+    () => [prefix + sample('text', 'compressible', 4 * KIB), true],
+    () => [Buffer.concat([Buffer.from(prefix), sample('binary', 'random', 2 * KIB)]), false],
+    () => [Buffer.concat([Buffer.from(prefix), sample('binary', 'compressible', 20 * KIB)]), true],
+    () => [`${prefix}small`, false],
+    () => [prefix + sample('text', 'compressible', 4 * KIB), true],
+  ][r % 5]();
+  await deflateRoundtrip(c, message, `concurrent client ${i} round ${r}`, 30_000, { compressible });
+}
+
+/** A `ferrosock serve --no-deflate` declines every offer; the echo still works, uncompressed. */
+async function deflateDeclined(noDeflateBase) {
+  let count = 0;
+  for (const [label, perMessageDeflate] of [
+    ['default offer', true],
+    ['offer with every parameter', { serverNoContextTakeover: true, clientNoContextTakeover: true, serverMaxWindowBits: 10, clientMaxWindowBits: 10, threshold: 0 }],
+  ]) {
+    const c = await Client.open(`${noDeflateBase}/echo`, { perMessageDeflate, maxPayload: 64 * MIB }, `[--no-deflate, ${label}] connect`);
+    try {
+      check(c.extensionsHeader === undefined, `[--no-deflate, ${label}] Sec-WebSocket-Extensions in the answer`, '(none)', c.extensionsHeader);
+      check(c.ws.extensions === '', `[--no-deflate, ${label}] ws.extensions`, '', c.ws.extensions);
+      for (const size of [0, 100, 1024, 64 * KIB, MIB]) {
+        for (const kind of ['text', 'binary']) {
+          for (const content of ['compressible', 'random']) {
+            await deflateRoundtrip(c, sample(kind, content, size), `[--no-deflate, ${label}] ${content} ${kind} of ${size} bytes`, undefined, { uncompressed: true });
+            count++;
+          }
+        }
+      }
+      await c.close(1000, '', `--no-deflate ${label}`);
+    } finally {
+      if (!c.closeInfo) c.ws.terminate();
+    }
+  }
+  return `--no-deflate server: both offers declined (no Sec-WebSocket-Extensions), ${count} uncompressed /echo round trips identical`;
 }
 
 async function main() {
-  const arg = process.argv[2];
-  if (!arg || !/^wss?:\/\//.test(arg)) {
-    console.error('usage: node node_client.mjs ws://HOST:PORT');
+  const [arg, noDeflateArg, ...rest] = process.argv.slice(2);
+  if (!arg || !/^wss?:\/\//.test(arg) || (noDeflateArg !== undefined && !/^wss?:\/\//.test(noDeflateArg)) || rest.length) {
+    console.error('usage: node node_client.mjs ws://HOST:PORT [ws://HOST:PORT2 (a --no-deflate server)]');
     return 2;
   }
   const base = arg.replace(/\/+$/, '');
@@ -400,7 +693,44 @@ async function main() {
     ['close codes', () => closeCodes(base)],
     ['404', () => notFound(base)],
     ['200 concurrent clients', () => concurrent(base)],
+    // permessage-deflate
+    ['deflate: negotiation', () => deflateNegotiation(base)],
   ];
+  for (const [label, options, extra] of [
+    ['context takeover both ways', {}, {}],
+    ['serverNoContextTakeover', { serverNoContextTakeover: true }, { server_no_context_takeover: null }],
+    ['clientNoContextTakeover', { clientNoContextTakeover: true }, { client_no_context_takeover: null }],
+    [
+      'serverNoContextTakeover and clientNoContextTakeover',
+      { serverNoContextTakeover: true, clientNoContextTakeover: true },
+      { server_no_context_takeover: null, client_no_context_takeover: null },
+    ],
+  ]) {
+    scenarios.push([`deflate: round trips, ${label}`, () => deflateRoundtrips(base, label, options, { ...DEFAULT_ANSWER, ...extra })]);
+  }
+  scenarios.push(
+    [
+      'deflate: window bits 9 and 10',
+      () =>
+        deflateRoundtrips(
+          base,
+          'serverMaxWindowBits 9, clientMaxWindowBits 10',
+          { serverMaxWindowBits: 9, clientMaxWindowBits: 10 },
+          { ...NO_TAKEOVER, server_max_window_bits: '9', client_max_window_bits: '10' },
+          [0, 1, 100, 1023, 1024, 1025, 64 * KIB, MIB],
+        ),
+    ],
+    [
+      'deflate: 200 concurrent clients',
+      () =>
+        concurrent(base, 200, 5, { perMessageDeflate: true }, deflateExchange, 'compressed /echo clients (4 KiB text, 2 KiB random, 20 KiB binary, small text, 4 KiB text)'),
+    ],
+  );
+  if (noDeflateArg) {
+    scenarios.push(['deflate: --no-deflate server', () => deflateDeclined(noDeflateArg.replace(/\/+$/, ''))]);
+  } else {
+    console.log('SKIP  deflate: --no-deflate server (no second URL given)');
+  }
   const start = Date.now();
   for (const [name, run] of scenarios) {
     try {

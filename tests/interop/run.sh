@@ -11,9 +11,11 @@
 #   CHROMIUM       Chromium binary               (default: /usr/bin/chromium)
 #   CI             if "true", a missing Chromium is a failure instead of a skip
 #
-# Starts the server on a free port, runs the three test programs, then stops the server with
-# SIGTERM while a client is connected (it must get close 1001) and checks that the server exits
-# with status 0 within 15 s. Exits non-zero if anything failed. Nothing is built here.
+# Starts the server on a free port, and a second one with --no-deflate on another (the Python and
+# Node programs get its URL as a second argument: it must decline permessage-deflate), runs the
+# three test programs, then stops the server with SIGTERM while a client is connected (it must get
+# close 1001) and checks that the server exits with status 0 within 15 s; the --no-deflate server
+# is stopped with SIGTERM too. Exits non-zero if anything failed. Nothing is built here.
 
 set -u -o pipefail
 
@@ -32,11 +34,13 @@ PROGRAM_TIMEOUT=600 # seconds, an outer bound for each test program (they bound 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferrosock-interop.XXXXXX")"
 SERVER_LOG="$WORK/server.log"
 SERVER_PID=""
+NO_DEFLATE_LOG="$WORK/server-no-deflate.log"
+NO_DEFLATE_PID=""
 WATCHER_PID=""
 
 cleanup() {
     local pid
-    for pid in "$WATCHER_PID" "$SERVER_PID"; do
+    for pid in "$WATCHER_PID" "$SERVER_PID" "$NO_DEFLATE_PID"; do
         if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
             kill -KILL "$pid" 2>/dev/null
             wait "$pid" 2>/dev/null
@@ -54,9 +58,10 @@ fail() { FAILED+=("$1"); echo "FAIL  $1" >&2; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-show_server_log() {
-    echo "---- server log (last 30 lines) ----" >&2
-    tail -n 30 "$SERVER_LOG" >&2
+show_server_log() { # [log file]
+    local log="${1:-$SERVER_LOG}"
+    echo "---- $(basename "$log") (last 30 lines) ----" >&2
+    tail -n 30 "$log" >&2
     echo "------------------------------------" >&2
 }
 
@@ -88,37 +93,52 @@ for module in ws playwright-core; do
     fi
 done
 
-# ------------------------------------------------------------------------- server
-PORT="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+# ------------------------------------------------------------------------- servers
+# Two free ports, both bound at once so that they differ.
+read -r PORT NO_DEFLATE_PORT < <("$PYTHON" -c '
+import socket
+a, b = socket.socket(), socket.socket()
+a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
+print(a.getsockname()[1], b.getsockname()[1])')
 HTTP_BASE="http://127.0.0.1:$PORT"
 WS_BASE="ws://127.0.0.1:$PORT"
+NO_DEFLATE_HTTP_BASE="http://127.0.0.1:$NO_DEFLATE_PORT"
+NO_DEFLATE_WS_BASE="ws://127.0.0.1:$NO_DEFLATE_PORT"
 
-echo "== server: $FERROSOCK_BIN serve --listen 127.0.0.1:$PORT"
-"$FERROSOCK_BIN" serve --listen "127.0.0.1:$PORT" >"$SERVER_LOG" 2>&1 &
-SERVER_PID=$!
-
-# Poll until GET / answers 200 (at most 15 s); stop early if the server died.
-ready=0
-for _ in $(seq 1 150); do
-    if ! alive "$SERVER_PID"; then
-        break
-    fi
-    if "$PYTHON" - "$HTTP_BASE/" <<'EOF' 2>/dev/null; then
+# Polls until GET / answers 200 (at most 15 s); exits early if the server died.
+wait_ready() { # pid, http base, log
+    local ready=0
+    for _ in $(seq 1 150); do
+        if ! alive "$1"; then
+            break
+        fi
+        if "$PYTHON" - "$2/" <<'EOF' 2>/dev/null; then
 import sys, urllib.request
 with urllib.request.urlopen(sys.argv[1], timeout=1) as r:
     sys.exit(0 if r.status == 200 else 1)
 EOF
-        ready=1
-        break
+            ready=1
+            break
+        fi
+        sleep 0.1
+    done
+    if [[ $ready != 1 ]]; then
+        echo "run.sh: the server did not answer GET $2/ within 15 s" >&2
+        show_server_log "$3"
+        exit 1
     fi
-    sleep 0.1
-done
-if [[ $ready != 1 ]]; then
-    echo "run.sh: the server did not answer GET $HTTP_BASE/ within 15 s" >&2
-    show_server_log
-    exit 1
-fi
-echo "   ready: $(grep -m1 'ferrosock serve:' "$SERVER_LOG" || echo '(no ready line in the log)')"
+    echo "   ready: $(grep -m1 'ferrosock serve:' "$3" || echo '(no ready line in the log)')"
+}
+
+echo "== server: $FERROSOCK_BIN serve --listen 127.0.0.1:$PORT"
+"$FERROSOCK_BIN" serve --listen "127.0.0.1:$PORT" >"$SERVER_LOG" 2>&1 &
+SERVER_PID=$!
+wait_ready "$SERVER_PID" "$HTTP_BASE" "$SERVER_LOG"
+
+echo "== server without compression: $FERROSOCK_BIN serve --listen 127.0.0.1:$NO_DEFLATE_PORT --no-deflate"
+"$FERROSOCK_BIN" serve --listen "127.0.0.1:$NO_DEFLATE_PORT" --no-deflate >"$NO_DEFLATE_LOG" 2>&1 &
+NO_DEFLATE_PID=$!
+wait_ready "$NO_DEFLATE_PID" "$NO_DEFLATE_HTTP_BASE" "$NO_DEFLATE_LOG"
 
 # ------------------------------------------------------------------------- test programs
 run_program() { # name, command...
@@ -140,10 +160,15 @@ run_program() { # name, command...
         fail "the server died during $name"
         show_server_log
     fi
+    if [[ -n "$NO_DEFLATE_PID" ]] && ! alive "$NO_DEFLATE_PID"; then
+        fail "the --no-deflate server died during $name"
+        show_server_log "$NO_DEFLATE_LOG"
+        NO_DEFLATE_PID=""
+    fi
 }
 
-run_program "python (websockets)" "$PYTHON" "$HERE/python_client.py" "$WS_BASE"
-run_program "node (ws)" "$NODE" "$HERE/node_client.mjs" "$WS_BASE"
+run_program "python (websockets)" "$PYTHON" "$HERE/python_client.py" "$WS_BASE" "$NO_DEFLATE_WS_BASE"
+run_program "node (ws)" "$NODE" "$HERE/node_client.mjs" "$WS_BASE" "$NO_DEFLATE_WS_BASE"
 if [[ -x "$CHROMIUM" ]]; then
     run_program "browser (chromium)" "$NODE" "$HERE/browser.mjs" "$HTTP_BASE"
 elif [[ "${CI:-}" == "true" ]]; then
@@ -212,6 +237,30 @@ if alive "$SERVER_PID"; then
     fi
 else
     fail "shutdown: the server was not running any more"
+fi
+
+if [[ -n "$NO_DEFLATE_PID" ]]; then
+    kill -TERM "$NO_DEFLATE_PID"
+    t0="$(now)"
+    for _ in $(seq 1 150); do
+        alive "$NO_DEFLATE_PID" || break
+        sleep 0.1
+    done
+    if alive "$NO_DEFLATE_PID"; then
+        fail "shutdown: the --no-deflate server still runs 15 s after SIGTERM"
+        kill -KILL "$NO_DEFLATE_PID" 2>/dev/null
+        wait "$NO_DEFLATE_PID" 2>/dev/null
+    else
+        wait "$NO_DEFLATE_PID"
+        rc=$?
+        if [[ $rc == 0 ]]; then
+            echo "PASS  --no-deflate server exited with status 0, $(elapsed "$t0") s after SIGTERM"
+        else
+            fail "shutdown: the --no-deflate server exited with status $rc after SIGTERM (expected 0)"
+            show_server_log "$NO_DEFLATE_LOG"
+        fi
+    fi
+    NO_DEFLATE_PID=""
 fi
 
 # ------------------------------------------------------------------------- summary
