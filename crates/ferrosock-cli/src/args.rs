@@ -65,6 +65,10 @@ pub struct EchoArgs {
     /// Address to listen on (host:port; port 0 picks a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
     pub listen: String,
+    /// On compressed connections: auto (from the threshold, and only when it shrinks the
+    /// message), always (every echo compressed, for conformance runs), never.
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = compress)]
+    pub compress: ferrosock::Compress,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -91,6 +95,15 @@ pub struct CommonArgs {
     /// Messages shorter than this are sent uncompressed on compressed connections.
     #[arg(long, value_name = "BYTES", default_value_t = PerMessageDeflate::default().threshold)]
     pub deflate_threshold: usize,
+}
+
+fn compress(value: &str) -> Result<ferrosock::Compress, String> {
+    match value {
+        "auto" => Ok(ferrosock::Compress::Auto),
+        "always" => Ok(ferrosock::Compress::Always),
+        "never" => Ok(ferrosock::Compress::Never),
+        _ => Err("expected auto, always or never".to_owned()),
+    }
 }
 
 fn header(value: &str) -> Result<(String, String), String> {

@@ -1,13 +1,16 @@
 //! The WebSocket servers of `ferrosock serve` and `ferrosock echo`.
 
 use ferrosock::{
-    ConnectionEvent, ConnectionHandler, Message, MessageEvent, OpenEvent, ServerHandler,
+    Compress, ConnectionEvent, ConnectionHandler, Message, MessageEvent, OpenEvent, ServerHandler,
     TerminateEvent, WebSocketConnection, WebSocketServer,
 };
 
-/// Sends every message back as it came: text as text, binary as binary (data type `Auto`).
+/// Sends every message back as it came: text as text, binary as binary (data type `Auto`),
+/// compressed as `compress` says when permessage-deflate was negotiated.
 #[derive(Debug)]
-pub struct Echo;
+pub struct Echo {
+    pub compress: Compress,
+}
 
 /// A connection of [`Echo`].
 #[derive(Debug)]
@@ -30,7 +33,7 @@ impl ConnectionHandler for EchoConnection {
 
     fn on_message(&self, ws: &WebSocketConnection<Echo>, event: MessageEvent) {
         // A full outgoing budget closes the connection (1008): nothing more to do here.
-        let _ = ws.send(event.data);
+        let _ = ws.send_with(event.data, ws.wss().handler().compress);
     }
 }
 

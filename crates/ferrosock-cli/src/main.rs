@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use ferrosock::{
-    DataType, Limits, PerMessageDeflate, ServerOptions, WebServer, WebServerOptions,
+    Compress, DataType, Limits, PerMessageDeflate, ServerOptions, WebServer, WebServerOptions,
     WebSocketServer,
 };
 
@@ -88,7 +88,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let attach = || -> Result<(), ferrosock::Error> {
         WebSocketServer::new(
             &web,
-            endpoints::Echo,
+            endpoints::Echo {
+                compress: Compress::Auto,
+            },
             server_options
                 .clone()
                 .path("/echo")
@@ -112,9 +114,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn echo(args: EchoArgs) -> anyhow::Result<()> {
     let web = WebServer::start(web_options(args.listen, &args.common)).await?;
+    let echo = endpoints::Echo {
+        compress: args.compress,
+    };
     WebSocketServer::new(
         &web,
-        endpoints::Echo,
+        echo,
         server_options(&args.common).data_type(DataType::Auto),
     )
     .context("cannot attach the echo server")?;

@@ -134,6 +134,7 @@ fn a_bad_flag_is_one_line_and_a_failure() {
         &["serve", "--bogus"][..],
         &["serve", "--max-connections", "0"][..],
         &["echo", "--max-message-size", "lots"][..],
+        &["echo", "--compress", "sometimes"][..],
         &["frobnicate"][..],
         &[][..],
     ] {

@@ -523,9 +523,12 @@ where
                             } =>
                     {
                         let compressed = deflater.compress(&payload);
-                        if deflater.resets() && compressed.len() >= payload.len() {
+                        if compress == Compress::Auto
+                            && deflater.resets()
+                            && compressed.len() >= payload.len()
+                        {
                             // Incompressible (random or already compressed data): sent as it
-                            // is, which no context takeover allows.
+                            // is, which no context takeover allows. `Always` insists.
                             OutFrame::new(role, opcode, payload, rand::random)
                         } else {
                             // The budget counted the message; count what is really queued.

@@ -20,10 +20,11 @@ use crate::proto::{CloseCode, OpCode, OutFrame};
 /// Whether a message is compressed (when permessage-deflate was negotiated).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Compress {
-    /// Compressed if it is at least the threshold's length. The default.
+    /// Compressed if it is at least the threshold's length, and, without context takeover,
+    /// only if compressing makes it shorter. The default.
     #[default]
     Auto,
-    /// Compressed whatever its length.
+    /// Compressed whatever its length, even when that makes it longer.
     Always,
     /// Sent as it is (data that is already compressed, say).
     Never,
