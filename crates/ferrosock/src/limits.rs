@@ -41,6 +41,10 @@ pub struct Limits {
     /// After this long without receiving anything (pongs included), the peer is taken for gone:
     /// the socket is dropped and the connection ends with 1006. `None`: wait forever.
     /// Default: 60 s (two keepalive intervals).
+    ///
+    /// Silence is counted in ticks of the shorter of this and the keepalive interval, so that
+    /// receiving costs no clock read: a peer is pinged, or dropped, within one tick after the
+    /// time given here.
     pub idle_timeout: Option<Duration>,
     /// How long the close handshake may take: after sending a close frame, how long to wait for
     /// the peer's before dropping the socket. Default: 5 s.

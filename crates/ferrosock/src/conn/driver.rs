@@ -198,13 +198,20 @@ struct Driver<S, C> {
     read_eof: bool,
     write_shutdown: bool,
 
-    last_read: Instant,
+    /// The keepalive period: the idle timeout and keepalive interval are counted in these
+    /// ticks, so that a read costs a flag, not a clock read. `None`: no keepalive, no timeout.
+    tick: Option<Duration>,
+    /// Something was read since the last tick.
+    heard: bool,
+    /// How long the peer has been silent, in whole ticks.
+    silent: Duration,
     ping_outstanding: bool,
     close_deadline: Option<Instant>,
-    /// The one timer. It may be armed earlier than the next real deadline (deadlines only move
-    /// later as data arrives); when it fires early, the deadlines are checked and it is re-armed.
+    /// The one timer: the next tick, or the close deadline once closing.
     timer: Option<Pin<Box<Sleep>>>,
-    armed: Option<Instant>,
+    /// The timer has been polled since it was last armed, so it will wake the task when it
+    /// fires; until it has fired, checking `is_elapsed` is enough.
+    timer_registered: bool,
 }
 
 impl<S, C> Driver<S, C>
@@ -213,6 +220,10 @@ where
     C: Callbacks,
 {
     fn new(io: S, read_buf: BytesMut, config: DriverConfig, callbacks: C) -> Self {
+        let tick = match (config.keepalive_interval, config.idle_timeout) {
+            (Some(keepalive), Some(idle)) => Some(keepalive.min(idle)),
+            (keepalive, idle) => keepalive.or(idle),
+        };
         let mut decoder = Decoder::new(config.decoder);
         let deflater = config.deflate.map(|setup| {
             let n = setup.negotiated;
@@ -245,27 +256,35 @@ where
             close_seen_while_draining: false,
             read_eof: false,
             write_shutdown: false,
-            last_read: Instant::now(),
+            tick,
+            heard: false,
+            silent: Duration::ZERO,
             ping_outstanding: false,
             close_deadline: None,
-            timer: None,
-            armed: None,
+            timer: tick.map(|tick| Box::pin(tokio::time::sleep(tick))),
+            timer_registered: false,
         }
     }
 
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
         // Register before looking at the outbox, so that a frame queued after the look wakes us.
         self.callbacks.shared().register(cx.waker());
+        self.callbacks.shared().start_polling();
         if std::mem::take(&mut self.unprocessed) {
             self.process_input();
         }
         for _ in 0..MAX_ROUNDS {
             let mut progressed = false;
 
-            // 1. What handles queued.
+            // 1. What handles queued (the lock is taken only when something is).
             let before = self.out.len();
-            let command = self.callbacks.shared().take(&mut self.staged);
-            self.frame_staged();
+            let command = if self.callbacks.shared().has_pending() {
+                let command = self.callbacks.shared().take(&mut self.staged);
+                self.frame_staged();
+                command
+            } else {
+                None
+            };
             if let Some(command) = command {
                 progressed = true;
                 match command {
@@ -317,7 +336,7 @@ where
                     }
                     Poll::Ready(Ok(_)) => {
                         progressed = true;
-                        self.last_read = Instant::now();
+                        self.heard = true;
                         self.ping_outstanding = false;
                         self.process_input();
                     }
@@ -333,10 +352,11 @@ where
                 Poll::Pending => {}
             }
 
-            if !progressed {
+            if !progressed && !self.callbacks.shared().stop_polling() {
                 return Poll::Pending;
             }
         }
+        self.callbacks.shared().stop_polling();
         cx.waker().wake_by_ref();
         Poll::Pending
     }
@@ -500,7 +520,18 @@ where
     fn queue_close_frame(&mut self, payload: Bytes) {
         self.queue_internal(OpCode::Close, payload);
         self.close_sent = true;
-        self.close_deadline = Some(Instant::now() + self.config.close_timeout);
+        let deadline = Instant::now() + self.config.close_timeout;
+        self.close_deadline = Some(deadline);
+        self.arm(deadline);
+    }
+
+    /// Sets the timer to fire at `at`.
+    fn arm(&mut self, at: Instant) {
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().reset(at),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+        self.timer_registered = false;
     }
 
     /// Frames what handles queued, compressing data messages when permessage-deflate is on.
@@ -688,67 +719,52 @@ where
         tokio_util::io::poll_read_buf(io, cx, &mut self.read_buf)
     }
 
-    /// `Ready(Some)`: the connection ends. `Ready(None)`: a timer did something.
+    /// `Ready(Some)`: the connection ends. `Ready(None)`: the timer did something.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<Option<Ending>> {
+        let Some(timer) = &mut self.timer else {
+            return Poll::Pending;
+        };
+        if self.timer_registered && !timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        // Registers the waker after the timer was armed, or observes that it fired.
+        if std::future::Future::poll(timer.as_mut(), cx).is_pending() {
+            self.timer_registered = true;
+            return Poll::Pending;
+        }
         let now = Instant::now();
-        let mut acted = false;
         if let Some(deadline) = self.close_deadline {
             if now >= deadline {
                 return Poll::Ready(Some(self.close_timed_out()));
             }
-        } else {
-            if let Some(idle) = self.config.idle_timeout {
-                if now >= self.last_read + idle {
-                    return Poll::Ready(Some(Ending::abnormal(format!(
-                        "no data from the peer for {} s (idle timeout)",
-                        idle.as_secs_f64()
-                    ))));
-                }
-            }
-            if let Some(interval) = self.config.keepalive_interval {
-                if !self.ping_outstanding && now >= self.last_read + interval {
-                    self.ping_outstanding = true;
-                    self.queue_internal(OpCode::Ping, Bytes::from_static(b"ferrosock"));
-                    acted = true;
-                }
-            }
+            self.arm(deadline);
+            return Poll::Ready(None);
         }
-
-        if let Some(next) = self.next_deadline() {
-            if self.armed.is_none_or(|armed| armed > next) {
-                match &mut self.timer {
-                    Some(timer) => timer.as_mut().reset(next),
-                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(next))),
-                }
-                self.armed = Some(next);
-            }
-        }
-        if let (Some(timer), Some(_)) = (&mut self.timer, self.armed) {
-            if std::future::Future::poll(timer.as_mut(), cx).is_ready() {
-                self.armed = None;
-                acted = true;
-            }
-        }
-        if acted {
-            Poll::Ready(None)
-        } else {
-            Poll::Pending
-        }
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        if self.close_deadline.is_some() {
-            return self.close_deadline;
-        }
-        let idle = self.config.idle_timeout.map(|d| self.last_read + d);
-        let ping = match self.config.keepalive_interval {
-            Some(d) if !self.ping_outstanding => Some(self.last_read + d),
-            _ => None,
+        let Some(tick) = self.tick else {
+            // Only the close deadline arms the timer without a tick, and it is handled above.
+            return Poll::Pending;
         };
-        match (idle, ping) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        if std::mem::take(&mut self.heard) {
+            self.silent = Duration::ZERO;
+        } else {
+            self.silent += tick;
         }
+        if let Some(idle) = self.config.idle_timeout {
+            if self.silent >= idle {
+                return Poll::Ready(Some(Ending::abnormal(format!(
+                    "no data from the peer for {} s (idle timeout)",
+                    idle.as_secs_f64()
+                ))));
+            }
+        }
+        if let Some(interval) = self.config.keepalive_interval {
+            if !self.ping_outstanding && self.silent >= interval {
+                self.ping_outstanding = true;
+                self.queue_internal(OpCode::Ping, Bytes::from_static(b"ferrosock"));
+            }
+        }
+        self.arm(now + tick);
+        Poll::Ready(None)
     }
 
     fn close_timed_out(&self) -> Ending {

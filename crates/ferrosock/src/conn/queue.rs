@@ -69,6 +69,13 @@ pub(crate) struct Shared {
     failing: AtomicBool,
     /// permessage-deflate was negotiated: data goes to the driver as messages to compress.
     deflate: AtomicBool,
+    /// Something was queued (frames or a command) since the driver last took the outbox: lets
+    /// the driver skip the lock when there is nothing.
+    pending: AtomicBool,
+    /// The driver is inside its poll and will look at the outbox before it sleeps: queuing
+    /// needs no wake-up then (a handler replying from `on_message` would otherwise wake its
+    /// own task, which is already running, and cost it a second poll per message).
+    polling: AtomicBool,
     budget: usize,
     policy: BackpressurePolicy,
 }
@@ -117,6 +124,8 @@ impl Shared {
             buffered: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
             deflate: AtomicBool::new(false),
+            pending: AtomicBool::new(false),
+            polling: AtomicBool::new(false),
             budget,
             policy,
         }
@@ -171,8 +180,44 @@ impl Shared {
         self.buffered.fetch_add(len, Ordering::AcqRel);
         outbox.frames.push_back(frame);
         drop(outbox);
-        self.waker.wake();
+        self.notify();
         Ok(())
+    }
+
+    /// Tells the driver something is queued, waking it unless it is polling already.
+    ///
+    /// With [`Shared::stop_polling`], a Dekker-style handshake on two `SeqCst` flags: either
+    /// this load sees `polling == false` and wakes the driver, or the driver's check after it
+    /// cleared `polling` sees `pending == true`.
+    fn notify(&self) {
+        self.pending.store(true, Ordering::SeqCst);
+        if !self.polling.load(Ordering::SeqCst) {
+            self.waker.wake();
+        }
+    }
+
+    /// Driver side: whether anything was queued since the last `take`.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Driver side: the driver starts a poll; queuing wakes nobody until [`stop_polling`].
+    ///
+    /// [`stop_polling`]: Shared::stop_polling
+    pub(crate) fn start_polling(&self) {
+        self.polling.store(true, Ordering::SeqCst);
+    }
+
+    /// Driver side: the driver is about to sleep. Returns true if something was queued in the
+    /// meantime, in which case it keeps polling instead.
+    pub(crate) fn stop_polling(&self) -> bool {
+        self.polling.store(false, Ordering::SeqCst);
+        if self.pending.load(Ordering::SeqCst) {
+            self.polling.store(true, Ordering::SeqCst);
+            true
+        } else {
+            false
+        }
     }
 
     /// Asks the driver to end the connection. The first command wins; a connection that is
@@ -198,7 +243,7 @@ impl Shared {
             self.failing.store(true, Ordering::Release);
         }
         outbox.command = Some(command);
-        self.waker.wake();
+        self.notify();
     }
 
     /// Whether a `Fail` or `Abort` command was given: a callback panicked or the budget ran
@@ -210,6 +255,7 @@ impl Shared {
     /// Driver side: moves queued frames into `into`, returns the pending command.
     pub(crate) fn take(&self, into: &mut VecDeque<Outgoing>) -> Option<Command> {
         let mut outbox = self.lock();
+        self.pending.store(false, Ordering::Release);
         if into.is_empty() {
             std::mem::swap(into, &mut outbox.frames);
         } else {
