@@ -22,6 +22,43 @@ pub enum Command {
     Echo(EchoArgs),
     /// Terminal client: sends each line of stdin, prints each message received on a line.
     Connect(ConnectArgs),
+    /// Load generator: N connections each send a message and the next as soon as its echo is
+    /// back; reports messages per second and latency percentiles.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// An echo server: ws://HOST:PORT/PATH.
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Connections, each with one message in flight.
+    #[arg(long, short = 'c', value_name = "N", default_value_t = 100, value_parser = positive)]
+    pub connections: usize,
+    /// Payload bytes per message.
+    #[arg(long, short = 's', value_name = "BYTES", default_value_t = 20)]
+    pub size: usize,
+    /// How long to send, in seconds.
+    #[arg(long, short = 'd', value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
+    pub duration: f64,
+    /// Offer permessage-deflate (without context takeover) and send compressed messages.
+    #[arg(long)]
+    pub deflate: bool,
+    /// Binary messages instead of text.
+    #[arg(long)]
+    pub binary: bool,
+    /// Print the result as one JSON object (and no progress line).
+    #[arg(long)]
+    pub json: bool,
+    /// The server returns the raw bytes sent (bench-server raw), not WebSocket frames.
+    #[arg(long)]
+    pub raw_echo: bool,
+    /// Instead of load: open N idle connections and hold them for the duration.
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub idle: Option<usize>,
+    /// With --idle: the server's process id, to report its resident memory per connection.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +149,14 @@ fn header(value: &str) -> Result<(String, String), String> {
             Ok((name.trim().to_owned(), value.trim().to_owned()))
         }
         _ => Err("expected 'Name: value'".to_owned()),
+    }
+}
+
+fn seconds(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(secs),
+        Ok(_) => Err("must be a positive number of seconds".to_owned()),
+        Err(err) => Err(err.to_string()),
     }
 }
 

@@ -2,6 +2,7 @@
 //! and `echo` (a bare echo server for conformance and load tests).
 
 mod args;
+mod bench;
 mod connect;
 mod endpoints;
 
@@ -46,6 +47,16 @@ fn main() -> ExitCode {
         .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Command::Bench(args) = cli.command {
+        // The load generator runs on one thread of its own: see bench.rs.
+        return match bench::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                note(format_args!("ferrosock: {err:#}"));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,6 +72,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Echo(args) => echo(args).await,
             Command::Connect(args) => connect::run(args).await,
+            Command::Bench(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

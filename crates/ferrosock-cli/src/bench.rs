@@ -1,0 +1,441 @@
+//! `ferrosock bench`: a load generator in the spirit of uWebSockets' `load_test`.
+//!
+//! N connections each send one message and send the next as soon as its echo is back. One
+//! thread runs everything (a tokio current-thread runtime, a small task per connection that
+//! speaks `ferrosock::proto` directly), so the generator takes one core and leaves the others
+//! to the server under test. Each connection sends the same pre-built masked frame every time:
+//! a load test needs no fresh masking keys, and this keeps the generator's work per message to
+//! a write and a decode.
+
+use std::cell::{Cell, RefCell};
+use std::io::IsTerminal as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use bytes::{Bytes, BytesMut};
+use ferrosock::proto::deflate::{Deflater, Inflater};
+use ferrosock::proto::handshake::ClientHandshake;
+use ferrosock::proto::{Decoded, Decoder, DecoderConfig, OpCode, OutFrame, Role};
+use ferrosock::PerMessageDeflate;
+use futures_util::future::join_all;
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Notify;
+
+use crate::args::BenchArgs;
+use crate::note;
+
+/// What one run measured.
+#[derive(Debug, Default)]
+struct Stats {
+    messages: u64,
+    errors: u64,
+    first_errors: Vec<String>,
+    /// Round-trip latency in microseconds.
+    latency: Option<Histogram<u64>>,
+}
+
+impl Stats {
+    fn error(&mut self, what: String) {
+        self.errors += 1;
+        if self.first_errors.len() < 5 {
+            self.first_errors.push(what);
+        }
+    }
+}
+
+/// Where to connect, from the URL.
+struct Target {
+    addr: SocketAddr,
+    host_header: String,
+    resource: String,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let target = target(&args.url).await?;
+        match args.idle {
+            Some(count) => idle(&args, &target, count).await,
+            None => load(&args, &target).await,
+        }
+    })
+}
+
+async fn target(url: &str) -> anyhow::Result<Target> {
+    let parsed = url::Url::parse(url).with_context(|| format!("invalid URL {url:?}"))?;
+    if parsed.scheme() != "ws" {
+        bail!("ferrosock bench speaks ws:// only, not {}", parsed.scheme());
+    }
+    let host = parsed.host_str().context("the URL has no host")?;
+    let port = parsed.port().unwrap_or(80);
+    let addr = tokio::net::lookup_host((host.trim_start_matches('[').trim_end_matches(']'), port))
+        .await
+        .with_context(|| format!("cannot resolve {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))?;
+    let resource = match parsed.query() {
+        Some(query) => format!("{}?{query}", parsed.path()),
+        None => parsed.path().to_owned(),
+    };
+    Ok(Target {
+        addr,
+        host_header: format!("{host}:{port}"),
+        resource,
+    })
+}
+
+/// An open connection, past the opening handshake.
+struct Connection {
+    stream: TcpStream,
+    buf: BytesMut,
+    deflate: Option<ferrosock::proto::Negotiated>,
+}
+
+async fn open(
+    target: &Target,
+    source: Option<IpAddr>,
+    deflate: bool,
+) -> anyhow::Result<Connection> {
+    let mut stream = match source {
+        Some(ip) => {
+            let socket = if target.addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(target.addr).await?
+        }
+        None => TcpStream::connect(target.addr).await?,
+    };
+    stream.set_nodelay(true)?;
+    let settings = if deflate {
+        PerMessageDeflate::default()
+    } else {
+        PerMessageDeflate::disabled()
+    };
+    let handshake = ClientHandshake::new(rand::random()).offer_deflate(&settings);
+    stream
+        .write_all(&handshake.request(&target.host_header, &target.resource, &[]))
+        .await?;
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        if let Some(accepted) = handshake.check_response(&buf)? {
+            let _ = buf.split_to(accepted.head_len);
+            return Ok(Connection {
+                stream,
+                buf,
+                deflate: accepted.deflate,
+            });
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            bail!("the server closed the connection during the opening handshake");
+        }
+    }
+}
+
+/// The message every connection sends: JSON-like text (or bytes with --binary), `size` long.
+fn payload(size: usize, binary: bool) -> Bytes {
+    let unit = br#"{"symbol":"ABC","price":101.25,"volume":1200},"#;
+    let mut bytes: Vec<u8> = unit.iter().copied().cycle().take(size).collect();
+    if binary {
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b ^= (i % 251) as u8;
+        }
+    }
+    bytes.into()
+}
+
+async fn load(args: &BenchArgs, target: &Target) -> anyhow::Result<()> {
+    let stats = Rc::new(RefCell::new(Stats {
+        latency: Some(
+            Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+        ),
+        ..Stats::default()
+    }));
+    let start = Rc::new(Notify::new());
+    let stop = Rc::new(Cell::new(false));
+    let payload = payload(args.size, args.binary);
+
+    // Connect everyone first, a hundred at a time, then start together.
+    let mut connections = Vec::with_capacity(args.connections);
+    for batch in (0..args.connections).collect::<Vec<_>>().chunks(100) {
+        let opened = join_all(batch.iter().map(|_| open(target, None, args.deflate))).await;
+        for result in opened {
+            match result {
+                Ok(connection) => connections.push(connection),
+                Err(err) => stats.borrow_mut().error(format!("connect: {err:#}")),
+            }
+        }
+    }
+    if connections.is_empty() {
+        bail!(
+            "no connection could be opened: {}",
+            stats.borrow().first_errors.join("; ")
+        );
+    }
+    let mut tasks = Vec::new();
+    for connection in connections {
+        let (stats, start, stop, payload) =
+            (stats.clone(), start.clone(), stop.clone(), payload.clone());
+        let (binary, raw_echo, limit) = (args.binary, args.raw_echo, args.size.max(1 << 20));
+        tasks.push(tokio::task::spawn_local(async move {
+            start.notified().await;
+            if let Err(err) =
+                ping_pong(connection, payload, binary, raw_echo, limit, &stats, &stop).await
+            {
+                stats.borrow_mut().error(format!("{err:#}"));
+            }
+        }));
+    }
+    // Let every task reach its `notified()` before the start.
+    tokio::task::yield_now().await;
+    let began = Instant::now();
+    start.notify_waiters();
+
+    let live = std::io::stderr().is_terminal() && !args.json;
+    let mut per_second = Vec::new();
+    let mut last = 0;
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    let deadline = began + Duration::from_secs_f64(args.duration);
+    while Instant::now() < deadline {
+        let until = tokio::time::Instant::from_std(deadline);
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(until) => break,
+        }
+        let stats = stats.borrow();
+        per_second.push(stats.messages - last);
+        last = stats.messages;
+        if live {
+            let p99 = stats
+                .latency
+                .as_ref()
+                .map_or(0, |h| h.value_at_quantile(0.99));
+            eprint!(
+                "\r{:>3} s  {:>10} msg/s  p99 {:>8.3} ms  errors {}   ",
+                per_second.len(),
+                per_second.last().copied().unwrap_or_default(),
+                p99 as f64 / 1000.0,
+                stats.errors
+            );
+        }
+    }
+    stop.set(true);
+    let elapsed = began.elapsed().as_secs_f64();
+    if live {
+        eprintln!();
+    }
+    // Messages completed after the deadline are not counted: stop now.
+    let stats = stats.borrow();
+    let messages = stats.messages;
+    let latency = stats.latency.as_ref().expect("set above");
+    let rate = messages as f64 / elapsed;
+    let quantile = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    for error in &stats.first_errors {
+        note(format_args!("ferrosock bench: error: {error}"));
+    }
+    if args.json {
+        let json = serde_json::json!({
+            "url": args.url,
+            "connections": args.connections,
+            "size": args.size,
+            "binary": args.binary,
+            "deflate": args.deflate,
+            "duration": elapsed,
+            "messages": messages,
+            "msgs_per_sec": rate,
+            "per_second": per_second,
+            "latency_ms": {"p50": quantile(0.5), "p99": quantile(0.99), "p999": quantile(0.999), "max": latency.max() as f64 / 1000.0},
+            "errors": stats.errors,
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "{} connections x {} bytes{}{}: {messages} messages in {elapsed:.1} s = {rate:.0} msg/s; \
+             latency p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms; errors {}",
+            args.connections,
+            args.size,
+            if args.binary { " binary" } else { "" },
+            if args.deflate { " deflate" } else { "" },
+            quantile(0.5),
+            quantile(0.99),
+            quantile(0.999),
+            stats.errors
+        );
+    }
+    for task in tasks {
+        task.abort();
+    }
+    Ok(())
+}
+
+/// One connection's loop: send, wait for the echo, record, again.
+async fn ping_pong(
+    mut connection: Connection,
+    payload: Bytes,
+    binary: bool,
+    raw_echo: bool,
+    limit: usize,
+    stats: &RefCell<Stats>,
+    stop: &Cell<bool>,
+) -> anyhow::Result<()> {
+    let opcode = if binary { OpCode::Binary } else { OpCode::Text };
+    let key: [u8; 4] = rand::random();
+    let frame = match connection.deflate {
+        // Without context takeover (ferrosock's defaults, required here), the same compressed
+        // payload is valid for every message.
+        Some(agreed) if agreed.compress_reset && agreed.compress_window_bits >= 9 => {
+            let compressed =
+                Deflater::new(agreed.compress_window_bits, true, 6, 5).compress(&payload);
+            OutFrame::compressed(Role::Client, opcode, compressed, || key)
+        }
+        _ => OutFrame::new(Role::Client, opcode, payload.clone(), || key),
+    };
+    let wire: Bytes = [frame.head(), &frame.payload()[..]].concat().into();
+    let mut decoder = Decoder::new(DecoderConfig {
+        role: Role::Client,
+        max_frame_size: limit,
+        max_message_size: limit,
+    });
+    if let Some(agreed) = connection.deflate {
+        decoder.set_inflater(Inflater::new(
+            agreed.decompress_window_bits,
+            agreed.decompress_reset,
+        ));
+    }
+    let stream = &mut connection.stream;
+    let buf = &mut connection.buf;
+    while !stop.get() {
+        let sent = Instant::now();
+        stream.write_all(&wire).await?;
+        if raw_echo {
+            // The raw TCP echo returns exactly the bytes sent.
+            while buf.len() < wire.len() {
+                if stream.read_buf(buf).await? == 0 {
+                    bail!("the server closed the connection");
+                }
+            }
+            let echo = buf.split_to(wire.len());
+            if echo[..] != wire[..] {
+                bail!("the raw echo differs from what was sent");
+            }
+        } else {
+            loop {
+                match decoder.decode(buf)? {
+                    Some(Decoded::Text(data) | Decoded::Binary(data)) => {
+                        if data.len() != payload.len() {
+                            bail!("an echo of {} bytes for {} sent", data.len(), payload.len());
+                        }
+                        break;
+                    }
+                    Some(Decoded::Close(frame)) => bail!("closed by the server: {frame:?}"),
+                    Some(Decoded::Ping(_) | Decoded::Pong(_)) => {}
+                    None => {
+                        buf.reserve(64 * 1024);
+                        if stream.read_buf(buf).await? == 0 {
+                            bail!("the server closed the connection");
+                        }
+                    }
+                }
+            }
+        }
+        if stop.get() {
+            break;
+        }
+        let micros = sent.elapsed().as_micros().max(1) as u64;
+        let mut stats = stats.borrow_mut();
+        stats.messages += 1;
+        if let Some(histogram) = stats.latency.as_mut() {
+            // Saturates at the histogram's 60 s bound.
+            let _ = histogram.record(micros.min(60_000_000));
+        }
+    }
+    Ok(())
+}
+
+/// Opens `count` connections and keeps them idle for the duration; with `--server-pid`, reports
+/// the server's resident memory per connection.
+async fn idle(args: &BenchArgs, target: &Target, count: usize) -> anyhow::Result<()> {
+    let rss_before = args.server_pid.map(resident_kib).transpose()?;
+    // Loopback has 127.0.0.0/8: spread connections over several source addresses so that the
+    // ephemeral ports of one address (about 28 000) never run short.
+    let spread = target.addr.ip().is_loopback() && target.addr.is_ipv4();
+    let mut connections = Vec::with_capacity(count);
+    let mut errors = Vec::new();
+    let indices: Vec<usize> = (0..count).collect();
+    for batch in indices.chunks(200) {
+        let opened = join_all(batch.iter().map(|&i| {
+            let source =
+                spread.then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i / 10_000) as u8)));
+            open(target, source, args.deflate)
+        }))
+        .await;
+        for result in opened {
+            match result {
+                Ok(connection) => connections.push(connection),
+                Err(err) => errors.push(format!("{err:#}")),
+            }
+        }
+    }
+    let opened = connections.len();
+    // Let the server settle (its tasks run on_open, buffers are released).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = args.server_pid.map(resident_kib).transpose()?;
+    let per_connection = match (rss_before, rss_after) {
+        (Some(before), Some(after)) if opened > 0 => {
+            Some((after.saturating_sub(before)) as f64 * 1024.0 / opened as f64)
+        }
+        _ => None,
+    };
+    if args.json {
+        let json = serde_json::json!({
+            "url": args.url,
+            "idle": count,
+            "opened": opened,
+            "errors": errors.len(),
+            "server_rss_kib_before": rss_before,
+            "server_rss_kib_after": rss_after,
+            "server_bytes_per_connection": per_connection,
+        });
+        println!("{json}");
+    } else {
+        match per_connection {
+            Some(bytes) => println!(
+                "{opened} idle connections open ({} failed); server resident memory {} KiB -> {} KiB: {bytes:.0} bytes per connection",
+                errors.len(),
+                rss_before.unwrap_or_default(),
+                rss_after.unwrap_or_default()
+            ),
+            None => println!("{opened} idle connections open ({} failed)", errors.len()),
+        }
+    }
+    for error in errors.iter().take(5) {
+        note(format_args!("ferrosock bench: error: {error}"));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    drop(connections);
+    Ok(())
+}
+
+/// A process's resident memory, from /proc (Linux).
+fn resident_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read the memory of process {pid}"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmRSS for process {pid}"))
+}
