@@ -8,6 +8,11 @@
 
 use std::net::SocketAddr;
 
+/// The same allocator as the `ferrosock` binary, so that the comparison is of the WebSocket
+/// stacks alone.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

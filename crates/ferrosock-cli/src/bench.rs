@@ -377,8 +377,7 @@ async fn idle(args: &BenchArgs, target: &Target, count: usize) -> anyhow::Result
     let indices: Vec<usize> = (0..count).collect();
     for batch in indices.chunks(200) {
         let opened = join_all(batch.iter().map(|&i| {
-            let source =
-                spread.then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i / 10_000) as u8)));
+            let source = spread.then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % 16) as u8)));
             open(target, source, args.deflate)
         }))
         .await;

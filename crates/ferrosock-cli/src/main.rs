@@ -1,6 +1,11 @@
 //! The `ferrosock` command: `serve` (web server with WebSocket endpoints and the demo page)
 //! and `echo` (a bare echo server for conformance and load tests).
 
+/// mimalloc: fewer bytes per idle connection than glibc's allocator, which keeps the pages
+/// of the buffers freed after each opening handshake (docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod args;
 mod bench;
 mod connect;

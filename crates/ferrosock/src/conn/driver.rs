@@ -129,17 +129,28 @@ pub(crate) trait Callbacks: Send {
 }
 
 /// Runs a connection to its end. `read_buf` holds bytes already read past the handshake.
-pub(crate) async fn run<S, C>(io: S, read_buf: BytesMut, config: DriverConfig, callbacks: C)
+///
+/// Not an `async fn`: the driver is built here, and the future returned holds only the driver,
+/// not also the arguments it was built from (every idle connection carries this future).
+/// Must be called within a tokio runtime.
+pub(crate) fn run<S, C>(
+    io: S,
+    read_buf: BytesMut,
+    config: DriverConfig,
+    callbacks: C,
+) -> impl std::future::Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     C: Callbacks,
 {
     let mut driver = Driver::new(io, read_buf, config, callbacks);
-    let ending = poll_fn(|cx| driver.poll_drive(cx)).await;
-    let Driver { io, callbacks, .. } = driver;
-    drop(io);
-    callbacks.shared().finish();
-    callbacks.on_end(ending);
+    async move {
+        let ending = poll_fn(|cx| driver.poll_drive(cx)).await;
+        let Driver { io, callbacks, .. } = driver;
+        drop(io);
+        callbacks.shared().finish();
+        callbacks.on_end(ending);
+    }
 }
 
 /// Frames gathered into one vectored write. Enough to batch many small messages; more would
@@ -164,7 +175,8 @@ thread_local! {
 
 struct Driver<S, C> {
     io: S,
-    config: DriverConfig,
+    role: Role,
+    close_timeout: Duration,
     decoder: Decoder,
     callbacks: C,
     /// Received bytes not yet decoded. Emptied (and its memory released) whenever every
@@ -177,7 +189,8 @@ struct Driver<S, C> {
     /// Frames to write, in order.
     out: VecDeque<OutFrame>,
     /// permessage-deflate's compressor and threshold, when negotiated.
-    deflater: Option<(Deflater, usize)>,
+    /// Boxed: most connections never negotiate it.
+    deflater: Option<Box<(Deflater, usize)>>,
     /// Bytes of `out[0]` already written. Invariant: `out_pos < out[0].wire_len()`, or 0.
     out_pos: usize,
     needs_flush: bool,
@@ -201,10 +214,13 @@ struct Driver<S, C> {
     /// The keepalive period: the idle timeout and keepalive interval are counted in these
     /// ticks, so that a read costs a flag, not a clock read. `None`: no keepalive, no timeout.
     tick: Option<Duration>,
+    /// The keepalive interval and idle timeout in ticks (0: off), rounded up.
+    keepalive_ticks: u32,
+    idle_ticks: u32,
     /// Something was read since the last tick.
     heard: bool,
-    /// How long the peer has been silent, in whole ticks.
-    silent: Duration,
+    /// How long the peer has been silent, in ticks.
+    silent: u32,
     ping_outstanding: bool,
     close_deadline: Option<Instant>,
     /// The one timer: the next tick, or the close deadline once closing.
@@ -224,6 +240,17 @@ where
             (Some(keepalive), Some(idle)) => Some(keepalive.min(idle)),
             (keepalive, idle) => keepalive.or(idle),
         };
+        let ticks = |limit: Option<Duration>| match (limit, tick) {
+            (Some(limit), Some(tick)) if !tick.is_zero() => {
+                u32::try_from(limit.as_nanos().div_ceil(tick.as_nanos()))
+                    .unwrap_or(u32::MAX)
+                    .max(1)
+            }
+            (Some(_), Some(_)) => 1,
+            _ => 0,
+        };
+        let (keepalive_ticks, idle_ticks) =
+            (ticks(config.keepalive_interval), ticks(config.idle_timeout));
         let mut decoder = Decoder::new(config.decoder);
         let deflater = config.deflate.map(|setup| {
             let n = setup.negotiated;
@@ -234,14 +261,15 @@ where
                 setup.level,
                 setup.mem_level,
             );
-            (deflater, setup.threshold)
+            Box::new((deflater, setup.threshold))
         });
         Driver {
             io,
+            role: config.role,
+            close_timeout: config.close_timeout,
             decoder,
             deflater,
             staged: VecDeque::new(),
-            config,
             callbacks,
             unprocessed: !read_buf.is_empty(),
             read_buf,
@@ -257,8 +285,10 @@ where
             read_eof: false,
             write_shutdown: false,
             tick,
+            keepalive_ticks,
+            idle_ticks,
             heard: false,
-            silent: Duration::ZERO,
+            silent: 0,
             ping_outstanding: false,
             close_deadline: None,
             timer: tick.map(|tick| Box::pin(tokio::time::sleep(tick))),
@@ -520,7 +550,7 @@ where
     fn queue_close_frame(&mut self, payload: Bytes) {
         self.queue_internal(OpCode::Close, payload);
         self.close_sent = true;
-        let deadline = Instant::now() + self.config.close_timeout;
+        let deadline = Instant::now() + self.close_timeout;
         self.close_deadline = Some(deadline);
         self.arm(deadline);
     }
@@ -536,7 +566,7 @@ where
 
     /// Frames what handles queued, compressing data messages when permessage-deflate is on.
     fn frame_staged(&mut self) {
-        let role = self.config.role;
+        let role = self.role;
         while let Some(item) = self.staged.pop_front() {
             let frame = match item {
                 Outgoing::Frame(frame) => frame,
@@ -544,7 +574,7 @@ where
                     opcode,
                     payload,
                     compress,
-                } => match &mut self.deflater {
+                } => match self.deflater.as_deref_mut() {
                     Some((deflater, threshold))
                         if deflater.can_compress()
                             && match compress {
@@ -593,7 +623,7 @@ where
 
     /// Queues a frame the protocol owes (pong, close, keepalive ping).
     fn queue_internal(&mut self, opcode: OpCode, payload: Bytes) {
-        let frame = OutFrame::new(self.config.role, opcode, payload, rand::random);
+        let frame = OutFrame::new(self.role, opcode, payload, rand::random);
         self.callbacks.shared().charge(frame.payload().len());
         self.out.push_back(frame);
     }
@@ -606,7 +636,7 @@ where
             return (self.read_eof || self.close_seen_while_draining).then(|| failure.clone());
         }
         let frame = self.close_received.as_ref()?;
-        if self.config.role == Role::Client && !self.read_eof {
+        if self.role == Role::Client && !self.read_eof {
             // RFC 6455 §7.1.1: the client waits for the server to close the TCP connection.
             self.draining = true;
             self.drain_skip = None;
@@ -745,23 +775,20 @@ where
             return Poll::Pending;
         };
         if std::mem::take(&mut self.heard) {
-            self.silent = Duration::ZERO;
+            self.silent = 0;
         } else {
-            self.silent += tick;
+            self.silent = self.silent.saturating_add(1);
         }
-        if let Some(idle) = self.config.idle_timeout {
-            if self.silent >= idle {
-                return Poll::Ready(Some(Ending::abnormal(format!(
-                    "no data from the peer for {} s (idle timeout)",
-                    idle.as_secs_f64()
-                ))));
-            }
+        if self.idle_ticks > 0 && self.silent >= self.idle_ticks {
+            return Poll::Ready(Some(Ending::abnormal(format!(
+                "no data from the peer for {} s (idle timeout)",
+                (tick * self.silent).as_secs_f64()
+            ))));
         }
-        if let Some(interval) = self.config.keepalive_interval {
-            if !self.ping_outstanding && self.silent >= interval {
-                self.ping_outstanding = true;
-                self.queue_internal(OpCode::Ping, Bytes::from_static(b"ferrosock"));
-            }
+        if self.keepalive_ticks > 0 && !self.ping_outstanding && self.silent >= self.keepalive_ticks
+        {
+            self.ping_outstanding = true;
+            self.queue_internal(OpCode::Ping, Bytes::from_static(b"ferrosock"));
         }
         self.arm(now + tick);
         Poll::Ready(None)
@@ -778,7 +805,7 @@ where
             },
             None => Ending::abnormal(format!(
                 "no close frame from the peer within {} s",
-                self.config.close_timeout.as_secs_f64()
+                self.close_timeout.as_secs_f64()
             )),
         }
     }

@@ -83,7 +83,8 @@ pub(crate) struct Shared {
 #[derive(Debug, Default)]
 struct Outbox {
     frames: VecDeque<Outgoing>,
-    command: Option<Command>,
+    /// Boxed: rarely set, and every connection carries the outbox for its whole life.
+    command: Option<Box<Command>>,
 }
 
 /// A request to end the connection, from outside the driver.
@@ -242,7 +243,7 @@ impl Shared {
         if matches!(command, Command::Fail { .. } | Command::Abort { .. }) {
             self.failing.store(true, Ordering::Release);
         }
-        outbox.command = Some(command);
+        outbox.command = Some(Box::new(command));
         self.notify();
     }
 
@@ -261,7 +262,7 @@ impl Shared {
         } else {
             into.append(&mut outbox.frames);
         }
-        outbox.command.take()
+        outbox.command.take().map(|command| *command)
     }
 
     /// Driver side: stops `send` (the driver is closing on its own account) and returns the

@@ -51,7 +51,9 @@ pub struct Decoder {
     /// The data message in progress, from its first frame's header to its final frame.
     message: Option<MessageInProgress>,
     /// permessage-deflate, when negotiated: RSV1 marks compressed messages.
-    inflater: Option<Inflater>,
+    /// Boxed: most connections never negotiate it, and an idle connection should not carry
+    /// its state inline.
+    inflater: Option<Box<Inflater>>,
 }
 
 #[derive(Debug)]
@@ -135,7 +137,7 @@ impl Decoder {
     /// set is decompressed with `inflater` (RFC 7692 §6.1). Its decompressed size counts
     /// against `max_message_size`.
     pub fn set_inflater(&mut self, inflater: Inflater) {
-        self.inflater = Some(inflater);
+        self.inflater = Some(Box::new(inflater));
     }
 
     /// The limits this decoder enforces.
