@@ -23,7 +23,9 @@ fn url(web: &ferrosock::WebServer, path: &str) -> String {
     format!("ws://{}{path}", web.local_addr())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// A current-thread runtime: the connecting task cannot run before the test first awaits,
+// so "Connecting right after new()" is a fact here, not a race against a fast loopback.
+#[tokio::test(flavor = "current_thread")]
 async fn callback_order_and_status_of_a_normal_connection() {
     let (web, _wss, mut server) = echo_server().await;
     let (probe, mut events) = ClientProbe::new();
