@@ -213,7 +213,7 @@ impl RawClient {
     /// The next text message.
     pub async fn recv_text(&mut self) -> String {
         match self.recv_message().await {
-            Decoded::Text(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
+            Decoded::Text(text) => text.to_string(),
             other => panic!("expected a text message, got {other:?}"),
         }
     }
@@ -580,7 +580,7 @@ pub async fn probe_server(
 
 /// Shorthand for a text payload as the decoder returns it.
 pub fn text(s: &str) -> Decoded {
-    Decoded::Text(Bytes::copy_from_slice(s.as_bytes()))
+    Decoded::Text(s.into())
 }
 
 /// Shorthand for a binary payload as the decoder returns it.

@@ -332,14 +332,10 @@ async fn ping_pong(
                 bail!("the raw echo differs from what was sent");
             }
         } else {
-            loop {
+            let len = loop {
                 match decoder.decode(buf)? {
-                    Some(Decoded::Text(data) | Decoded::Binary(data)) => {
-                        if data.len() != payload.len() {
-                            bail!("an echo of {} bytes for {} sent", data.len(), payload.len());
-                        }
-                        break;
-                    }
+                    Some(Decoded::Text(text)) => break text.len(),
+                    Some(Decoded::Binary(data)) => break data.len(),
                     Some(Decoded::Close(frame)) => bail!("closed by the server: {frame:?}"),
                     Some(Decoded::Ping(_) | Decoded::Pong(_)) => {}
                     None => {
@@ -349,6 +345,9 @@ async fn ping_pong(
                         }
                     }
                 }
+            };
+            if len != payload.len() {
+                bail!("an echo of {len} bytes for {} sent", payload.len());
             }
         }
         if stop.get() {

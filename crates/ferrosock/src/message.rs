@@ -137,27 +137,26 @@ impl Message {
     /// Converts a received message to `data_type` (SPEC §3).
     pub(crate) fn convert(incoming: Incoming, data_type: DataType) -> serde_json::Result<Message> {
         Ok(match (data_type, incoming) {
-            (DataType::Text | DataType::Auto, Incoming::Text(bytes)) => Message::Text(text(bytes)),
+            (DataType::Text | DataType::Auto, Incoming::Text(text)) => Message::Text(text),
             (DataType::Text, Incoming::Binary(bytes)) => Message::Text(lossy_text(bytes)),
-            (DataType::Blob, Incoming::Text(bytes) | Incoming::Binary(bytes))
-            | (DataType::Auto, Incoming::Binary(bytes)) => Message::Blob(bytes),
-            (DataType::Object, Incoming::Text(bytes) | Incoming::Binary(bytes)) => {
+            (DataType::Blob, Incoming::Text(text)) => Message::Blob(text.into_bytes()),
+            (DataType::Blob | DataType::Auto, Incoming::Binary(bytes)) => Message::Blob(bytes),
+            (DataType::Object, Incoming::Text(text)) => {
+                Message::Object(serde_json::from_str(&text)?)
+            }
+            (DataType::Object, Incoming::Binary(bytes)) => {
                 Message::Object(serde_json::from_slice(&bytes)?)
             }
         })
     }
 }
 
-/// Bytes known to be UTF-8 (the decoder validated them).
-fn text(bytes: Bytes) -> ByteString {
-    ByteString::try_from(bytes).unwrap_or_else(|_| unreachable!("validated as UTF-8 before"))
-}
-
 /// Bytes decoded as UTF-8, invalid sequences replaced; no copy when they are valid.
 fn lossy_text(bytes: Bytes) -> ByteString {
     match String::from_utf8_lossy(&bytes) {
         std::borrow::Cow::Owned(replaced) => ByteString::from(replaced),
-        std::borrow::Cow::Borrowed(_) => text(bytes),
+        std::borrow::Cow::Borrowed(_) => ByteString::try_from(bytes)
+            .unwrap_or_else(|_| unreachable!("from_utf8_lossy found it valid")),
     }
 }
 
@@ -213,7 +212,7 @@ mod tests {
 
     #[test]
     fn conversions_follow_the_data_type() {
-        let text = || Incoming::Text(Bytes::from_static(b"{\"a\":1}"));
+        let text = || Incoming::Text(ByteString::from_static("{\"a\":1}"));
         let binary = || Incoming::Binary(Bytes::from_static(b"\xff{}"));
         assert_eq!(convert(text(), DataType::Text), Message::from("{\"a\":1}"));
         assert_eq!(

@@ -87,8 +87,8 @@ impl DriverConfig {
 /// A complete data message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Incoming {
-    /// From a text frame: valid UTF-8.
-    Text(Bytes),
+    /// From a text frame.
+    Text(bytestring::ByteString),
     /// From a binary frame.
     Binary(Bytes),
 }

@@ -7,6 +7,7 @@
 //! are copied, once, into an assembly buffer.
 
 use bytes::{Buf, Bytes, BytesMut};
+use bytestring::ByteString;
 
 use super::close::{self, CloseFrame};
 use super::deflate::Inflater;
@@ -30,8 +31,8 @@ pub struct DecoderConfig {
 /// One unit of input, complete and validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decoded {
-    /// A text message; the bytes are valid UTF-8.
-    Text(Bytes),
+    /// A text message, validated as UTF-8 while it arrived.
+    Text(ByteString),
     /// A binary message.
     Binary(Bytes),
     /// A ping; the protocol owes a pong with the same payload.
@@ -313,7 +314,12 @@ impl Decoder {
                     message.utf8.finish()?;
                 }
                 Ok(Some(if message.text {
-                    Decoded::Text(data)
+                    // SAFETY: `data` is valid UTF-8: a compressed message was validated whole
+                    // just above; an uncompressed one chunk by chunk as it was unmasked
+                    // (`message.utf8.feed`), and `finish` ruled out a sequence cut at its end.
+                    // Validating a second time here cost 2% of the echo server's CPU time with
+                    // 16 KiB text messages (perf, `ferrosock bench -c 200 -s 16384`).
+                    Decoded::Text(unsafe { ByteString::from_bytes_unchecked(data) })
                 } else {
                     Decoded::Binary(data)
                 }))
@@ -433,7 +439,7 @@ mod tests {
                 let out = decode_all(&mut server(), &bytes).unwrap();
                 assert_eq!(
                     out,
-                    vec![Decoded::Text(Bytes::copy_from_slice(text))],
+                    vec![Decoded::Text(std::str::from_utf8(text).unwrap().into())],
                     "{a},{b}"
                 );
             }
