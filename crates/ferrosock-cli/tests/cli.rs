@@ -407,3 +407,138 @@ fn a_deflate_bomb_is_refused_with_1009_within_the_memory_limit() {
         assert!(matches!(client.recv_message().await, ferrosock::proto::Decoded::Text(t) if &t[..] == "still here"));
     });
 }
+
+/// `ferrosock bench ARGS --json`, parsed.
+fn bench(args: &[&str]) -> (std::process::ExitStatus, serde_json::Value, String) {
+    let output = ferrosock(&[&["bench"], args, &["--json"]].concat());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
+    (output.status, json, stderr_of(&output))
+}
+
+#[test]
+fn bench_measures_round_trips_against_echo() {
+    let (_server, addr) = spawn(&["echo", "--listen", "127.0.0.1:0"]);
+    let url = format!("ws://{addr}/");
+    for extra in [&[][..], &["--binary"], &["--deflate"]] {
+        let args = [&[url.as_str(), "-c", "8", "-s", "2000", "-d", "1"], extra].concat();
+        let (status, json, stderr) = bench(&args);
+        assert!(status.success(), "{args:?}: {stderr}");
+        assert_eq!(json["errors"], 0, "{args:?}: {json} {stderr}");
+        assert_eq!(json["connections"], 8);
+        assert_eq!(json["size"], 2000);
+        assert_eq!(json["deflate"], extra.contains(&"--deflate"));
+        let messages = json["messages"].as_u64().unwrap();
+        assert!(messages > 100, "{args:?}: {json}");
+        // The per-second counts add up to at most the total (the last partial second is not
+        // in them), and the percentiles are ordered.
+        let per_second: u64 = json["per_second"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert!(per_second <= messages, "{json}");
+        let latency = &json["latency_ms"];
+        let p = |k: &str| latency[k].as_f64().unwrap();
+        assert!(
+            0.0 < p("p50")
+                && p("p50") <= p("p99")
+                && p("p99") <= p("p999")
+                && p("p999") <= p("max"),
+            "{json}"
+        );
+    }
+}
+
+#[test]
+fn bench_reports_a_server_that_cuts_connections_as_errors() {
+    // A server that completes the handshake (ferrosock echo) but closes connections that send
+    // a message over its limit: every connection fails, each is counted.
+    let (_server, addr) = spawn(&[
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-message-size",
+        "100",
+    ]);
+    let (status, json, stderr) =
+        bench(&[&format!("ws://{addr}/"), "-c", "3", "-s", "1000", "-d", "1"]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(json["errors"], 3, "{json}");
+    assert_eq!(json["messages"], 0, "{json}");
+    assert!(
+        stderr.contains("1009"),
+        "the close code is reported: {stderr}"
+    );
+}
+
+#[test]
+fn bench_fails_clearly_without_a_server_or_with_a_bad_url() {
+    // A port nobody listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = ferrosock(&[
+        "bench",
+        &format!("ws://127.0.0.1:{port}/"),
+        "-c",
+        "2",
+        "-d",
+        "1",
+    ]);
+    assert!(!output.status.success());
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("no connection could be opened"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+
+    for (url, expected) in [
+        ("http://127.0.0.1:1/", "ws:// only"),
+        ("not a url", "invalid URL"),
+    ] {
+        let output = ferrosock(&["bench", url, "-d", "1"]);
+        assert!(!output.status.success(), "{url}");
+        assert!(
+            stderr_of(&output).contains(expected),
+            "{url}: {}",
+            stderr_of(&output)
+        );
+    }
+    let output = ferrosock(&["bench", "ws://127.0.0.1:1/", "--connections", "0"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr_of(&output).contains("--connections"),
+        "{}",
+        stderr_of(&output)
+    );
+}
+
+#[test]
+fn bench_idle_holds_connections_and_reports_server_memory() {
+    let (server, addr) = spawn(&["echo", "--listen", "127.0.0.1:0"]);
+    let pid = server.id().to_string();
+    let (status, json, stderr) = bench(&[
+        &format!("ws://{addr}/"),
+        "--idle",
+        "300",
+        "--server-pid",
+        &pid,
+        "-d",
+        "0.1",
+    ]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(json["opened"], 300, "{json}");
+    assert_eq!(json["errors"], 0, "{json}");
+    let per_connection = json["server_bytes_per_connection"]
+        .as_f64()
+        .expect("measured");
+    // A loose bound: the figure itself is docs/PERFORMANCE.md's business; here, that it is a
+    // per-connection figure (not the whole process) and was measured with the connections open.
+    assert!(per_connection < 64.0 * 1024.0, "{json}");
+    assert!(
+        json["server_rss_kib_after"].as_u64() >= json["server_rss_kib_before"].as_u64(),
+        "{json}"
+    );
+}
