@@ -56,7 +56,8 @@ pub struct BenchArgs {
     /// Instead of load: open N idle connections and hold them for the duration.
     #[arg(long, value_name = "N", value_parser = positive)]
     pub idle: Option<usize>,
-    /// With --idle: the server's process id, to report its resident memory per connection.
+    /// The server's process id (Linux, same machine): under load, report the server's CPU
+    /// time per message; with --idle, its resident memory per connection.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
 }

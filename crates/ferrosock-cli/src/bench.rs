@@ -198,6 +198,7 @@ async fn load(args: &BenchArgs, target: &Target) -> anyhow::Result<()> {
     }
     // Let every task reach its `notified()` before the start.
     tokio::task::yield_now().await;
+    let cpu_before = args.server_pid.map(cpu_ticks).transpose()?;
     let began = Instant::now();
     start.notify_waiters();
 
@@ -234,6 +235,7 @@ async fn load(args: &BenchArgs, target: &Target) -> anyhow::Result<()> {
     }
     stop.set(true);
     let elapsed = began.elapsed().as_secs_f64();
+    let cpu_after = args.server_pid.map(cpu_ticks).transpose()?;
     if live {
         eprintln!();
     }
@@ -243,6 +245,14 @@ async fn load(args: &BenchArgs, target: &Target) -> anyhow::Result<()> {
     let latency = stats.latency.as_ref().expect("set above");
     let rate = messages as f64 / elapsed;
     let quantile = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    // The server's CPU time per message, in microseconds: what a message costs the server,
+    // whoever (client, kernel, other tenants) limits the rate.
+    let server_cpu_us = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) if messages > 0 => {
+            Some((after - before) as f64 * 1e6 / USER_HZ / messages as f64)
+        }
+        _ => None,
+    };
     for error in &stats.first_errors {
         note(format_args!("ferrosock bench: error: {error}"));
     }
@@ -259,6 +269,7 @@ async fn load(args: &BenchArgs, target: &Target) -> anyhow::Result<()> {
             "per_second": per_second,
             "latency_ms": {"p50": quantile(0.5), "p99": quantile(0.99), "p999": quantile(0.999), "max": latency.max() as f64 / 1000.0},
             "errors": stats.errors,
+            "server_cpu_us_per_msg": server_cpu_us,
         });
         println!("{json}");
     } else {
@@ -274,6 +285,9 @@ async fn load(args: &BenchArgs, target: &Target) -> anyhow::Result<()> {
             quantile(0.999),
             stats.errors
         );
+        if let Some(cpu) = server_cpu_us {
+            println!("server CPU: {cpu:.2} µs per message");
+        }
     }
     for task in tasks {
         task.abort();
@@ -425,6 +439,28 @@ async fn idle(args: &BenchArgs, target: &Target, count: usize) -> anyhow::Result
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     drop(connections);
     Ok(())
+}
+
+/// Clock ticks per second in /proc/PID/stat: USER_HZ, 100 on every Linux architecture
+/// (it is part of the kernel's ABI, unlike the kernel's internal HZ).
+const USER_HZ: f64 = 100.0;
+
+/// A process's CPU time so far (user + system, every thread), in clock ticks, from
+/// /proc/PID/stat (Linux).
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read the CPU time of process {pid}"))?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // Fields 14 (utime) and 15 (stime); `fields[0]` is field 3.
+    let tick = |index: usize| fields.get(index).and_then(|v| v.parse::<u64>().ok());
+    match (tick(11), tick(12)) {
+        (Some(user), Some(system)) => Ok(user + system),
+        _ => bail!("unreadable /proc/{pid}/stat"),
+    }
 }
 
 /// A process's resident memory, from /proc (Linux).

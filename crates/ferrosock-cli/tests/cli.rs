@@ -418,10 +418,16 @@ fn bench(args: &[&str]) -> (std::process::ExitStatus, serde_json::Value, String)
 
 #[test]
 fn bench_measures_round_trips_against_echo() {
-    let (_server, addr) = spawn(&["echo", "--listen", "127.0.0.1:0"]);
+    let (server, addr) = spawn(&["echo", "--listen", "127.0.0.1:0"]);
     let url = format!("ws://{addr}/");
+    let pid = server.id().to_string();
     for extra in [&[][..], &["--binary"], &["--deflate"]] {
-        let args = [&[url.as_str(), "-c", "8", "-s", "2000", "-d", "1"], extra].concat();
+        let args = [
+            &[url.as_str(), "-c", "8", "-s", "2000", "-d", "1"],
+            extra,
+            &["--server-pid", &pid],
+        ]
+        .concat();
         let (status, json, stderr) = bench(&args);
         assert!(status.success(), "{args:?}: {stderr}");
         assert_eq!(json["errors"], 0, "{args:?}: {json} {stderr}");
@@ -448,7 +454,13 @@ fn bench_measures_round_trips_against_echo() {
                 && p("p999") <= p("max"),
             "{json}"
         );
+        // The server worked for those messages: its CPU time per message is positive and
+        // below a second (a parse of the wrong /proc fields would give nonsense).
+        let cpu = json["server_cpu_us_per_msg"].as_f64().unwrap();
+        assert!(0.0 < cpu && cpu < 1e6, "{json}");
     }
+    let (_, json, _) = bench(&[url.as_str(), "-c", "1", "-d", "0.2"]);
+    assert!(json["server_cpu_us_per_msg"].is_null(), "{json}");
 }
 
 #[test]
