@@ -85,6 +85,8 @@ mod client;
 mod conn;
 mod error;
 mod event;
+#[doc(hidden)]
+pub mod fuzz;
 mod limits;
 mod message;
 pub mod proto;
