@@ -354,6 +354,9 @@ pub enum Behavior {
     PanicOnOpen,
     /// Sends this many copies of each message back (to fill a budget).
     Flood(usize),
+    /// Blocks the thread (`std::thread::sleep`) in `on_message` for this long when the message
+    /// text is the trigger, as a synchronous database call would; echoes every message.
+    BlockOn(&'static str, Duration),
 }
 
 /// A server handler that records every callback as a line of text on a channel.
@@ -532,6 +535,12 @@ impl ConnectionHandler for ProbeConnection {
             Behavior::PanicOn(trigger) => {
                 if event.data.as_text() == Some(trigger) {
                     panic!("on_message exploded");
+                }
+                echo(ws, event.data);
+            }
+            Behavior::BlockOn(trigger, duration) => {
+                if event.data.as_text() == Some(trigger) {
+                    std::thread::sleep(*duration);
                 }
                 echo(ws, event.data);
             }

@@ -350,3 +350,132 @@ async fn messages_the_peer_sent_before_seeing_our_close_are_delivered() {
     // The replies the echo handler tried could not be sent: the connection was closing.
     assert_eq!(connection.status(), Status::Closed);
 }
+
+/// Counts, per client, the numbered messages its handler received.
+#[derive(Default)]
+struct Ledger(std::sync::Mutex<std::collections::BTreeMap<String, Vec<u64>>>);
+struct LedgerConnection;
+
+impl ferrosock::ServerHandler for Ledger {
+    type Connection = LedgerConnection;
+    fn on_connection(
+        &self,
+        _: &WebSocketServer<Self>,
+        _: ferrosock::ConnectionEvent,
+    ) -> Option<LedgerConnection> {
+        Some(LedgerConnection)
+    }
+}
+
+impl ferrosock::ConnectionHandler for LedgerConnection {
+    type Server = Ledger;
+    fn on_message(
+        &self,
+        ws: &ferrosock::WebSocketConnection<Ledger>,
+        event: ferrosock::MessageEvent,
+    ) {
+        let text = event.data.to_text();
+        let (client, n) = text.split_once(':').expect("client:number");
+        let mut ledger = ws.wss().handler().0.lock().unwrap();
+        ledger
+            .entry(client.to_owned())
+            .or_default()
+            .push(n.parse().unwrap());
+    }
+}
+
+/// Stopping the web server while 200 clients stream: each gets 1001, and every message a
+/// client sent before its close reply reached its handler, in order, none missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_under_load_delivers_every_message_sent_before_the_close_reply() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let web = web_server().await;
+    let wss = WebSocketServer::new(&web, Ledger::default(), ServerOptions::default()).unwrap();
+    let addr = web.local_addr();
+    let mut clients = Vec::new();
+    for id in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(upgrade_request("/", &[]).as_bytes())
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.unwrap());
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"));
+        clients.push((id, stream));
+    }
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|(id, stream)| {
+            tokio::spawn(async move {
+                let (mut read, mut write) = stream.into_split();
+                let closing = Arc::new(AtomicBool::new(false));
+                let writer = {
+                    let closing = closing.clone();
+                    tokio::spawn(async move {
+                        let mut sent = 0u64;
+                        while !closing.load(Ordering::Acquire) {
+                            let frame =
+                                client_frame(OpCode::Text, format!("c{id}:{sent}").as_bytes());
+                            write.write_all(&frame).await.unwrap();
+                            sent += 1;
+                            if sent.is_multiple_of(8) {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                        // The close reply comes after every message sent.
+                        write
+                            .write_all(&client_frame(OpCode::Close, &[0x03, 0xe8]))
+                            .await
+                            .unwrap();
+                        sent
+                    })
+                };
+                // The server sends nothing but its close frame (4 bytes): on it, the writer
+                // stops and replies; then the server closes the socket.
+                let mut received = vec![0u8; 4];
+                read.read_exact(&mut received).await.unwrap();
+                closing.store(true, Ordering::Release);
+                let mut rest = Vec::new();
+                read.read_to_end(&mut rest).await.unwrap();
+                received.extend(rest);
+                (id, received, writer)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    within_for(Duration::from_secs(15), "the stop", web.stop()).await;
+
+    let ledger = wss.handler().0.lock().unwrap().clone();
+    let mut total = 0;
+    for task in tasks {
+        let (id, received, writer) = within("a client", task).await.unwrap();
+        let sent = within("a writer", writer).await.unwrap();
+        // 0x88 0x02 0x03 0xe9: a close frame with 1001.
+        assert_eq!(received, [0x88, 0x02, 0x03, 0xe9], "client {id}");
+        let delivered = ledger.get(&format!("c{id}")).cloned().unwrap_or_default();
+        assert_eq!(
+            delivered,
+            (0..sent).collect::<Vec<_>>(),
+            "client {id}: sent {sent}, delivered {}",
+            delivered.len()
+        );
+        total += sent;
+    }
+    assert!(total > 200, "the clients did stream ({total} messages)");
+}
+
+/// One masked client frame.
+fn client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let key = [1, 2, 3, 4];
+    let header = ferrosock::proto::FrameHeader::new(opcode, payload.len() as u64, Some(key));
+    let mut masked = payload.to_vec();
+    ferrosock::proto::mask::apply_mask(&mut masked, key);
+    let frame = ferrosock::proto::OutFrame::with_header(header, masked.into());
+    [frame.head(), &frame.payload()[..]].concat()
+}

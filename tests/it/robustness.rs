@@ -193,3 +193,109 @@ async fn clients_that_vanish_mid_frame_or_mid_handshake() {
     client.send_text("alive").await;
     assert_eq!(client.recv_message().await, text("alive"));
 }
+
+/// Handlers that block the thread: with `blocking_callbacks`, only their own connections wait.
+/// The server has a runtime of its own with two I/O threads, and the clients another, so that
+/// what the server's threads do cannot stall the clients.
+#[test]
+fn blocking_callbacks_keep_blocked_handlers_off_the_io_threads() {
+    let block = Duration::from_millis(1500);
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let options = ServerOptions::default().blocking_callbacks(true);
+    let (web, _wss, _events) =
+        server_runtime.block_on(probe_server(Behavior::BlockOn("block", block), options));
+    let addr = web.local_addr();
+    let clients = tokio::runtime::Runtime::new().unwrap();
+    clients.block_on(async {
+        // More blocked handlers than the server has I/O threads.
+        let mut blocked = Vec::new();
+        for _ in 0..4 {
+            blocked.push(RawClient::connect(addr, "/").await);
+        }
+        for client in &mut blocked {
+            client.send_text("block").await;
+        }
+        let started = std::time::Instant::now();
+        let mut quick = RawClient::connect(addr, "/").await;
+        for i in 0..5 {
+            quick.send_text(&format!("quick {i}")).await;
+            assert_eq!(quick.recv_message().await, text(&format!("quick {i}")));
+        }
+        // Served while the four handlers still sleep.
+        assert!(
+            started.elapsed() < block / 2,
+            "a quick client waited {:?} behind blocked handlers",
+            started.elapsed()
+        );
+        // The blocked connections finish their work and carry on.
+        for client in &mut blocked {
+            assert_eq!(client.recv_message().await, text("block"));
+            client.send_text("and then").await;
+            assert_eq!(client.recv_message().await, text("and then"));
+        }
+    });
+    drop(web);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn blocking_callbacks_refuse_a_current_thread_runtime() {
+    let web = web_server().await;
+    let (probe, _events) = Probe::new(Behavior::Echo);
+    let err = WebSocketServer::new(
+        &web,
+        probe,
+        ServerOptions::default().blocking_callbacks(true),
+    )
+    .expect_err("refused");
+    assert_eq!(err.kind(), ferrosock::ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("multi-thread"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_get_431_and_leave_the_server_serving() {
+    let options = ferrosock::WebServerOptions::default()
+        .max_request_headers(20)
+        .max_request_head_size(8 << 10);
+    let web = web_server_with(options).await;
+    let (probe, _events) = Probe::new(Behavior::Echo);
+    let _wss = WebSocketServer::new(&web, probe, ServerOptions::default()).unwrap();
+    let addr = web.local_addr();
+    let upgrade = |extra: &[String]| {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        upgrade_request("/", &extra)
+    };
+    let many: Vec<String> = (0..30).map(|i| format!("X-Filler-{i}: {i}")).collect();
+    let large = vec![format!("Cookie: session={}", "a".repeat(10 << 10))];
+    for (what, request) in [
+        ("30 headers", upgrade(&many)),
+        ("a 10 KiB cookie", upgrade(&large)),
+    ] {
+        let response = http_request(addr, &request).await;
+        assert_eq!(response.status, 431, "{what}: {}", response.head);
+        assert!(
+            response.body.len() < 64,
+            "{what}: the error page says little"
+        );
+    }
+    // Within the limits, the same server upgrades.
+    let fine: Vec<String> = (0..10).map(|i| format!("X-Filler-{i}: {i}")).collect();
+    let mut client = RawClient::try_connect(addr, upgrade(&fine))
+        .await
+        .ok()
+        .unwrap();
+    client.send_text("ok").await;
+    assert_eq!(client.recv_message().await, text("ok"));
+    // Impossible limits are refused when the server starts.
+    let err = ferrosock::WebServer::start(
+        ferrosock::WebServerOptions::default()
+            .listen("127.0.0.1:0")
+            .max_request_head_size(1024),
+    )
+    .await
+    .expect_err("refused");
+    assert_eq!(err.kind(), ferrosock::ErrorKind::InvalidArgument);
+}

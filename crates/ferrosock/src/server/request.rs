@@ -68,6 +68,65 @@ impl Request {
         &self.remote_address
     }
 
+    /// The `Origin` header: the page a browser's script runs on (`https://example.com`), or
+    /// `null` for sandboxed and local pages. Browsers send it with every WebSocket handshake;
+    /// other clients (command-line tools, servers) usually do not.
+    pub fn origin(&self) -> Option<&str> {
+        self.headers.get("origin")
+    }
+
+    /// Whether the request comes from a page of one of the `allowed` origins: the defence
+    /// against cross-site WebSocket hijacking, where a page of another site opens a WebSocket
+    /// to this server with the user's cookies.
+    ///
+    /// Entries are origins as browsers write them, `scheme://host[:port]`; scheme and host
+    /// compare case-insensitively, a missing port is the scheme's default (so
+    /// `https://example.com` and `https://example.com:443` are the same origin), and a host
+    /// of the form `*.example.com` allows every subdomain of `example.com` (not `example.com`
+    /// itself). `"null"` must be listed to allow pages with a `null` origin.
+    ///
+    /// A request without an `Origin` header is not allowed: it is not from a browser. To
+    /// accept non-browser clients too, test [`origin`](Self::origin) for `None` first, as
+    /// below. A request with several `Origin` headers is not allowed either.
+    ///
+    /// ```
+    /// # use ferrosock::*;
+    /// struct Chat;
+    /// # struct Member;
+    /// # impl ConnectionHandler for Member {
+    /// #     type Server = Chat;
+    /// #     fn on_message(&self, _: &WebSocketConnection<Chat>, _: MessageEvent) {}
+    /// # }
+    /// impl ServerHandler for Chat {
+    ///     type Connection = Member;
+    ///     fn on_connection(&self, _: &WebSocketServer<Self>, event: ConnectionEvent) -> Option<Member> {
+    ///         let request = &event.request;
+    ///         // Browsers only from our own pages; other clients authenticate otherwise.
+    ///         let allowed = ["https://chat.example.com", "https://*.example.com"];
+    ///         (request.origin().is_none() || request.origin_allowed(&allowed)).then_some(Member)
+    ///     }
+    /// }
+    /// ```
+    pub fn origin_allowed(&self, allowed: &[&str]) -> bool {
+        let mut origins = self.headers.get_all("origin");
+        let (Some(origin), None) = (origins.next(), origins.next()) else {
+            return false;
+        };
+        let origin = origin.trim();
+        if origin.eq_ignore_ascii_case("null") {
+            return allowed
+                .iter()
+                .any(|a| a.trim().eq_ignore_ascii_case("null"));
+        }
+        let Some(origin) = Origin::parse(origin) else {
+            return false;
+        };
+        allowed
+            .iter()
+            .filter_map(|entry| Origin::parse(entry.trim()))
+            .any(|entry| entry.allows(&origin))
+    }
+
     /// The request as 4D shows it: `{headers, query, url, remoteAddress}`, where a repeated
     /// header or key is a list of its values.
     pub fn to_json(&self) -> serde_json::Value {
@@ -77,6 +136,56 @@ impl Request {
             "url": self.url,
             "remoteAddress": self.remote_address,
         })
+    }
+}
+
+/// An origin, `scheme://host:port`, normalised by the URL parser (lower case, IDNA, default
+/// ports).
+struct Origin {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+}
+
+impl Origin {
+    /// `None` for anything that is not a bare origin (a path, a query, user info).
+    fn parse(text: &str) -> Option<Origin> {
+        // `*.example.com` is not a valid host: parse `x.example.com` and remember the star.
+        let (text, wildcard) = match text.split_once("://*.") {
+            Some((scheme, rest)) => (format!("{scheme}://x.{rest}"), true),
+            None => (text.to_owned(), false),
+        };
+        let url = url::Url::parse(&text).ok()?;
+        let bare = matches!(url.path(), "" | "/")
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && url.username().is_empty()
+            && url.password().is_none();
+        if !bare {
+            return None;
+        }
+        let host = url.host_str()?;
+        let host = if wildcard {
+            // "x.example.com" -> "*.example.com"
+            format!("*{}", &host[1..])
+        } else {
+            host.to_owned()
+        };
+        Some(Origin {
+            scheme: url.scheme().to_owned(),
+            host,
+            port: url.port_or_known_default(),
+        })
+    }
+
+    /// Whether this allowed entry admits `origin`.
+    fn allows(&self, origin: &Origin) -> bool {
+        let host = match self.host.strip_prefix('*') {
+            // ".example.com": a strict subdomain.
+            Some(suffix) => origin.host.len() > suffix.len() && origin.host.ends_with(suffix),
+            None => self.host == origin.host,
+        };
+        host && self.scheme == origin.scheme && self.port == origin.port
     }
 }
 
@@ -190,5 +299,56 @@ mod tests {
         assert_eq!(json["remoteAddress"], "10.0.0.7");
         let v6 = Request::from_http(&http, "[::1]:1".parse().unwrap());
         assert_eq!(v6.remote_address(), "::1");
+    }
+
+    fn with_origins(origins: &[&str]) -> Request {
+        let mut request = http::Request::builder().uri("/chat");
+        for origin in origins {
+            request = request.header("origin", *origin);
+        }
+        Request::from_http(&request.body(()).unwrap(), "127.0.0.1:9".parse().unwrap())
+    }
+
+    #[test]
+    fn origin_checks() {
+        let allowed = [
+            "https://example.com",
+            "http://localhost:8080",
+            "https://*.example.org",
+        ];
+        let cases = [
+            ("https://example.com", true),
+            ("HTTPS://Example.COM", true),
+            ("https://example.com:443", true),
+            ("https://example.com:8443", false),
+            ("http://example.com", false),
+            ("https://example.com.evil.net", false),
+            ("https://evilexample.com", false),
+            ("http://localhost:8080", true),
+            ("http://localhost", false),
+            ("https://chat.example.org", true),
+            ("https://a.b.example.org", true),
+            ("https://example.org", false),
+            ("https://evil-example.org", false),
+            ("null", false),
+            ("https://example.com/path", false),
+            ("https://user@example.com", false),
+            ("not an origin", false),
+            ("", false),
+        ];
+        for (origin, expected) in cases {
+            let request = with_origins(&[origin]);
+            assert_eq!(request.origin(), Some(origin));
+            assert_eq!(request.origin_allowed(&allowed), expected, "{origin:?}");
+        }
+        assert!(with_origins(&["null"]).origin_allowed(&["null"]));
+        // Not from a browser, or ambiguous: not allowed.
+        assert!(!with_origins(&[]).origin_allowed(&allowed));
+        assert_eq!(with_origins(&[]).origin(), None);
+        assert!(
+            !with_origins(&["https://example.com", "https://evil.net"]).origin_allowed(&allowed)
+        );
+        // A malformed allowed entry allows nothing.
+        assert!(!with_origins(&["https://example.com"]).origin_allowed(&["example.com"]));
     }
 }

@@ -56,6 +56,12 @@ pub struct WebServerOptions {
     /// How long [`WebServer::stop`] lets WebSocket close handshakes and in-flight HTTP requests
     /// run before closing what is left. Default: 10 s.
     pub shutdown_timeout: Duration,
+    /// The most header fields a request may have; more get HTTP 431.
+    /// Default: 100.
+    pub max_request_headers: usize,
+    /// The most bytes a request head (request line and headers) may take; more get HTTP 431.
+    /// At least 8 KiB. Default: 32 KiB (browsers send a few KiB, cookies included).
+    pub max_request_head_size: usize,
     /// Serve HTTPS (and `wss://`) with this PEM certificate chain and PEM private key, instead of
     /// plain HTTP. Default: none.
     pub tls: Option<TlsFiles>,
@@ -84,6 +90,8 @@ impl Default for WebServerOptions {
             static_dir: None,
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
+            max_request_headers: DEFAULT_MAX_HEADERS,
+            max_request_head_size: 32 << 10,
             tls: None,
             assets: HashMap::new(),
         }
@@ -106,6 +114,19 @@ impl WebServerOptions {
     /// Sets [`WebServerOptions::handshake_timeout`].
     pub fn handshake_timeout(mut self, timeout: Duration) -> WebServerOptions {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`WebServerOptions::max_request_headers`].
+    pub fn max_request_headers(mut self, max: usize) -> WebServerOptions {
+        self.max_request_headers = max;
+        self
+    }
+
+    /// Sets [`WebServerOptions::max_request_head_size`] (at least 8 KiB, checked by
+    /// [`WebServer::start`]).
+    pub fn max_request_head_size(mut self, max: usize) -> WebServerOptions {
+        self.max_request_head_size = max;
         self
     }
 
@@ -178,6 +199,8 @@ pub(crate) struct WebInner {
     static_dir: Option<ServeDir>,
     assets: HashMap<String, Asset>,
     handshake_timeout: Duration,
+    max_request_headers: usize,
+    max_request_head_size: usize,
     shutdown_timeout: Duration,
     runtime: tokio::runtime::Handle,
     /// Cancelled by `stop`: stop accepting, finish HTTP requests in flight.
@@ -219,6 +242,15 @@ impl WebServer {
     /// Fails with [`ErrorKind::Io`] if the address cannot be bound (in use, say), and with
     /// [`ErrorKind::Tls`] if the TLS files cannot be read or do not fit together.
     pub async fn start(options: WebServerOptions) -> Result<WebServer, Error> {
+        if options.max_request_head_size < MIN_HEAD_SIZE || options.max_request_headers == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "max_request_head_size must be at least {MIN_HEAD_SIZE} bytes and \
+                     max_request_headers at least 1"
+                ),
+            ));
+        }
         let tls = match &options.tls {
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
                 &files.cert_chain,
@@ -248,6 +280,8 @@ impl WebServer {
             static_dir,
             assets: options.assets,
             handshake_timeout: options.handshake_timeout,
+            max_request_headers: options.max_request_headers,
+            max_request_head_size: options.max_request_head_size,
             shutdown_timeout: options.shutdown_timeout,
             runtime: tokio::runtime::Handle::current(),
             stopping: CancellationToken::new(),
@@ -520,6 +554,11 @@ async fn accept_loop(inner: Arc<WebInner>, listener: TcpListener) {
     }
 }
 
+/// hyper's default header count (kept on the stack).
+const DEFAULT_MAX_HEADERS: usize = 100;
+/// hyper's smallest read buffer.
+const MIN_HEAD_SIZE: usize = 8192;
+
 async fn serve_http(inner: Arc<WebInner>, stream: Stream, remote: SocketAddr) {
     let service_inner = inner.clone();
     let service = hyper::service::service_fn(move |request| {
@@ -529,7 +568,12 @@ async fn serve_http(inner: Arc<WebInner>, stream: Stream, remote: SocketAddr) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(inner.handshake_timeout);
+        .header_read_timeout(inner.handshake_timeout)
+        .max_buf_size(inner.max_request_head_size);
+    if inner.max_request_headers != DEFAULT_MAX_HEADERS {
+        // hyper keeps its default on the stack; another size costs an allocation per request.
+        builder.max_headers(inner.max_request_headers);
+    }
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();

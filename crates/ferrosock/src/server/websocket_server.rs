@@ -58,6 +58,21 @@ pub struct ServerOptions {
     /// permessage-deflate: clients' offers are accepted by default.
     /// Default: [`PerMessageDeflate::default()`].
     pub deflate: PerMessageDeflate,
+    /// Run the handlers' callbacks as blocking code, for handlers that block (a synchronous
+    /// database query, a file read, a lock held elsewhere).
+    ///
+    /// Callbacks normally run on the runtime's I/O threads, inside the connection's task: a
+    /// callback that blocks holds up every connection waiting for that thread. With this
+    /// option each callback runs under [`tokio::task::block_in_place`]: while it runs, the
+    /// thread stops being an I/O thread and the runtime hands that thread's other connections to
+    /// another one, so only the blocked connection waits (its reads pause: its own
+    /// backpressure). Callbacks of one connection still run one at a time, in order.
+    ///
+    /// It costs a thread handover per callback, so leave it off for handlers that do not block.
+    /// It needs the multi-thread runtime ([`WebSocketServer::new`] fails on a current-thread
+    /// one). The server's own `on_open` runs in the caller of `new`, as always.
+    /// Default: `false`.
+    pub blocking_callbacks: bool,
 }
 
 impl Default for ServerOptions {
@@ -68,6 +83,7 @@ impl Default for ServerOptions {
             limits: Limits::default(),
             max_connections: 10_000,
             deflate: PerMessageDeflate::default(),
+            blocking_callbacks: false,
         }
     }
 }
@@ -102,6 +118,19 @@ impl ServerOptions {
         self.deflate = settings;
         self
     }
+
+    /// Sets [`ServerOptions::blocking_callbacks`].
+    ///
+    /// ```
+    /// use ferrosock::ServerOptions;
+    /// // A handler that queries a database synchronously in on_message:
+    /// let options = ServerOptions::default().path("/orders").blocking_callbacks(true);
+    /// assert!(options.blocking_callbacks);
+    /// ```
+    pub fn blocking_callbacks(mut self, blocking: bool) -> ServerOptions {
+        self.blocking_callbacks = blocking;
+        self
+    }
 }
 
 /// A WebSocket server (4D's `4D.WebSocketServer`): an endpoint on a running [`WebServer`],
@@ -134,6 +163,8 @@ struct ServerInner<H: ServerHandler> {
     limits: Limits,
     max_connections: usize,
     deflate: PerMessageDeflate,
+    /// [`ServerOptions::blocking_callbacks`].
+    blocking_callbacks: bool,
     web: Weak<WebInner>,
     runtime: tokio::runtime::Handle,
     /// Open connections by id; ids grow with arrival, so this is arrival order.
@@ -161,6 +192,15 @@ impl<H: ServerHandler> WebSocketServer<H> {
                 "max_connections must be at least 1",
             ));
         }
+        if options.blocking_callbacks
+            && web.runtime().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "blocking_callbacks needs the multi-thread runtime: a current-thread runtime \
+                 has no other thread to hand the connections to",
+            ));
+        }
         let inner = Arc::new(ServerInner {
             handler,
             path,
@@ -168,6 +208,7 @@ impl<H: ServerHandler> WebSocketServer<H> {
             limits: options.limits,
             max_connections: options.max_connections,
             deflate: options.deflate,
+            blocking_callbacks: options.blocking_callbacks,
             web: Arc::downgrade(web.inner()),
             runtime: web.runtime().clone(),
             registry: Mutex::new(BTreeMap::new()),
@@ -178,7 +219,8 @@ impl<H: ServerHandler> WebSocketServer<H> {
         });
         web.inner().register(inner.path.clone(), inner.clone())?;
         let wss = WebSocketServer { inner };
-        wss.guard("on_open", |h, wss| h.on_open(wss, OpenEvent::new()));
+        // In the caller's context, which may not be a runtime thread: never block_in_place.
+        wss.guard_here("on_open", |h, wss| h.on_open(wss, OpenEvent::new()));
         Ok(wss)
     }
 
@@ -231,6 +273,11 @@ impl<H: ServerHandler> WebSocketServer<H> {
 
     /// Runs a server callback; a panic in it is reported through `on_error`.
     fn guard(&self, callback: &str, f: impl FnOnce(&H, &Self)) {
+        self.inner.call(|| self.guard_here(callback, f));
+    }
+
+    /// [`guard`](Self::guard) on the calling thread, whatever `blocking_callbacks` says.
+    fn guard_here(&self, callback: &str, f: impl FnOnce(&H, &Self)) {
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(&self.inner.handler, self))) {
             let message = format!("{callback} panicked: {}", panic_message(&*panic));
             tracing::error!(path = ?self.path(), "{message}");
@@ -244,6 +291,15 @@ impl<H: ServerHandler> WebSocketServer<H> {
 }
 
 impl<H: ServerHandler> ServerInner<H> {
+    /// Runs a callback, as blocking code if [`ServerOptions::blocking_callbacks`] says so.
+    fn call<R>(&self, f: impl FnOnce() -> R) -> R {
+        if self.blocking_callbacks {
+            tokio::task::block_in_place(f)
+        } else {
+            f()
+        }
+    }
+
     fn registry(&self) -> MutexGuard<'_, BTreeMap<u64, WebSocketConnection<H>>> {
         // Updates are single inserts and removes: a panic elsewhere cannot leave it half-done.
         self.registry
@@ -429,7 +485,8 @@ impl<H: ServerHandler> ServerCallbacks<H> {
     /// reported through `on_error` when the connection ends.
     fn guard(&mut self, callback: &str, f: impl FnOnce(&H::Connection, &WebSocketConnection<H>)) {
         let connection = &self.connection;
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(connection.handler(), connection))) {
+        let call = || catch_unwind(AssertUnwindSafe(|| f(connection.handler(), connection)));
+        if let Err(panic) = connection.wss().inner.call(call) {
             let cause = format!("{callback} panicked: {}", panic_message(&*panic));
             tracing::error!(id = connection.id(), "{cause}");
             connection.fail_internal(cause);
@@ -439,7 +496,8 @@ impl<H: ServerHandler> ServerCallbacks<H> {
     /// Runs a callback after the end, where nothing is left to fail.
     fn guard_final(&self, callback: &str, f: impl FnOnce(&H::Connection, &WebSocketConnection<H>)) {
         let connection = &self.connection;
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(connection.handler(), connection))) {
+        let call = || catch_unwind(AssertUnwindSafe(|| f(connection.handler(), connection)));
+        if let Err(panic) = connection.wss().inner.call(call) {
             tracing::error!(
                 id = connection.id(),
                 "{callback} panicked: {}",
