@@ -127,6 +127,28 @@ pub struct CommonArgs {
     /// with 1009.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     pub max_message_size: usize,
+    /// Bytes of outgoing messages a client may leave unread; a message over it closes that
+    /// client with 1008 (a slow or stalled reader cannot hold the server's memory).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = positive)]
+    pub max_outgoing_bytes: usize,
+    /// Seconds a client may take to send its request head; slower ones are dropped.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
+    pub handshake_timeout: f64,
+    /// Seconds of silence from a client before the server pings it.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = seconds)]
+    pub keepalive: f64,
+    /// Seconds of silence (pongs included) after which a client is taken for gone (close 1006).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = seconds)]
+    pub idle_timeout: f64,
+    /// On SIGTERM or SIGINT: seconds the clients get to answer the close 1001 before the
+    /// server drops what is left and exits.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
+    pub shutdown_timeout: f64,
+    /// Accept browsers only from pages of this origin, e.g. `https://example.com` (repeat
+    /// for more; `https://*.example.com` for subdomains). Others get 403; clients that send
+    /// no Origin (not browsers) are accepted. Default: every origin.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", value_parser = origin)]
+    pub allowed_origins: Vec<String>,
     /// Decline permessage-deflate compression (accepted by default).
     #[arg(long)]
     pub no_deflate: bool,
@@ -141,6 +163,26 @@ fn compress(value: &str) -> Result<ferrosock::Compress, String> {
         "always" => Ok(ferrosock::Compress::Always),
         "never" => Ok(ferrosock::Compress::Never),
         _ => Err("expected auto, always or never".to_owned()),
+    }
+}
+
+fn origin(value: &str) -> Result<String, String> {
+    if value == "null" {
+        return Ok(value.to_owned());
+    }
+    let probe = value.replacen("://*.", "://x.", 1);
+    match url::Url::parse(&probe) {
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some()
+                && matches!(url.path(), "" | "/")
+                && url.query().is_none() =>
+        {
+            Ok(value.trim_end_matches('/').to_owned())
+        }
+        _ => Err(
+            "expected an origin such as https://example.com or https://*.example.com".to_owned(),
+        ),
     }
 }
 

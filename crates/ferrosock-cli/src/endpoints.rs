@@ -1,15 +1,40 @@
 //! The WebSocket servers of `ferrosock serve` and `ferrosock echo`.
 
 use ferrosock::{
-    Compress, ConnectionEvent, ConnectionHandler, Message, MessageEvent, OpenEvent, ServerHandler,
-    TerminateEvent, WebSocketConnection, WebSocketServer,
+    Compress, ConnectionEvent, ConnectionHandler, Message, MessageEvent, OpenEvent, Request,
+    ServerHandler, TerminateEvent, WebSocketConnection, WebSocketServer,
 };
+
+/// The origins of `--allowed-origin`: browsers from other pages are refused (403).
+#[derive(Clone, Debug, Default)]
+pub struct Origins(pub Vec<String>);
+
+impl Origins {
+    /// Every client when no origin is listed; otherwise browsers from a listed origin, and
+    /// clients that send no `Origin` (they are not browsers, so no page can borrow their
+    /// cookies).
+    fn admit(&self, request: &Request) -> bool {
+        if self.0.is_empty() || request.origin().is_none() {
+            return true;
+        }
+        let allowed: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        let admitted = request.origin_allowed(&allowed);
+        if !admitted {
+            tracing::info!(
+                origin = request.origin(),
+                "upgrade refused: origin not allowed"
+            );
+        }
+        admitted
+    }
+}
 
 /// Sends every message back as it came: text as text, binary as binary (data type `Auto`),
 /// compressed as `compress` says when permessage-deflate was negotiated.
 #[derive(Debug)]
 pub struct Echo {
     pub compress: Compress,
+    pub origins: Origins,
 }
 
 /// A connection of [`Echo`].
@@ -22,9 +47,9 @@ impl ServerHandler for Echo {
     fn on_connection(
         &self,
         _: &WebSocketServer<Self>,
-        _: ConnectionEvent,
+        event: ConnectionEvent,
     ) -> Option<EchoConnection> {
-        Some(EchoConnection)
+        self.origins.admit(&event.request).then_some(EchoConnection)
     }
 }
 
@@ -39,7 +64,9 @@ impl ConnectionHandler for EchoConnection {
 
 /// The 4D documentation's first example: sends the text back in upper case.
 #[derive(Debug)]
-pub struct Uppercase;
+pub struct Uppercase {
+    pub origins: Origins,
+}
 
 /// A connection of [`Uppercase`].
 #[derive(Debug)]
@@ -51,9 +78,11 @@ impl ServerHandler for Uppercase {
     fn on_connection(
         &self,
         _: &WebSocketServer<Self>,
-        _: ConnectionEvent,
+        event: ConnectionEvent,
     ) -> Option<UppercaseConnection> {
-        Some(UppercaseConnection)
+        self.origins
+            .admit(&event.request)
+            .then_some(UppercaseConnection)
     }
 }
 
@@ -67,7 +96,9 @@ impl ConnectionHandler for UppercaseConnection {
 
 /// The 4D documentation's chat: each message goes to every other client.
 #[derive(Debug)]
-pub struct Chat;
+pub struct Chat {
+    pub origins: Origins,
+}
 
 /// A connection of [`Chat`].
 #[derive(Debug)]
@@ -79,9 +110,9 @@ impl ServerHandler for Chat {
     fn on_connection(
         &self,
         _: &WebSocketServer<Self>,
-        _: ConnectionEvent,
+        event: ConnectionEvent,
     ) -> Option<ChatConnection> {
-        Some(ChatConnection)
+        self.origins.admit(&event.request).then_some(ChatConnection)
     }
 }
 

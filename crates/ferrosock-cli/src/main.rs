@@ -12,6 +12,7 @@ mod connect;
 mod endpoints;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    raise_descriptor_limit();
     if let Command::Bench(args) = cli.command {
         // The load generator runs on one thread of its own: see bench.rs.
         return match bench::run(args) {
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    check_timeouts(&args.common)?;
     let mut options =
         web_options(args.listen, &args.common).asset("/", "text/html; charset=utf-8", DEMO_PAGE);
     if let Some(dir) = &args.static_dir {
@@ -102,11 +105,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let web = WebServer::start(options).await?;
     let server_options = server_options(&args.common);
+    let origins = endpoints::Origins(args.common.allowed_origins.clone());
     let attach = || -> Result<(), ferrosock::Error> {
         WebSocketServer::new(
             &web,
             endpoints::Echo {
                 compress: Compress::Auto,
+                origins: origins.clone(),
             },
             server_options
                 .clone()
@@ -115,10 +120,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )?;
         WebSocketServer::new(
             &web,
-            endpoints::Uppercase,
+            endpoints::Uppercase {
+                origins: origins.clone(),
+            },
             server_options.clone().path("/uppercase"),
         )?;
-        WebSocketServer::new(&web, endpoints::Chat, server_options.clone().path("/chat"))?;
+        WebSocketServer::new(
+            &web,
+            endpoints::Chat {
+                origins: origins.clone(),
+            },
+            server_options.clone().path("/chat"),
+        )?;
         Ok(())
     };
     attach().context("cannot attach the WebSocket servers")?;
@@ -130,9 +143,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn echo(args: EchoArgs) -> anyhow::Result<()> {
+    check_timeouts(&args.common)?;
     let web = WebServer::start(web_options(args.listen, &args.common)).await?;
     let echo = endpoints::Echo {
         compress: args.compress,
+        origins: endpoints::Origins(args.common.allowed_origins.clone()),
     };
     WebSocketServer::new(
         &web,
@@ -145,8 +160,23 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
     run_until_signal(&web).await
 }
 
+/// A client is pinged after `--keepalive` of silence so that a live one answers before
+/// `--idle-timeout`: the timeout must leave it that chance.
+fn check_timeouts(common: &CommonArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        common.idle_timeout > common.keepalive,
+        "--idle-timeout ({} s) must be longer than --keepalive ({} s)",
+        common.idle_timeout,
+        common.keepalive
+    );
+    Ok(())
+}
+
 fn web_options(listen: String, common: &CommonArgs) -> WebServerOptions {
-    let options = WebServerOptions::default().listen(listen);
+    let options = WebServerOptions::default()
+        .listen(listen)
+        .handshake_timeout(Duration::from_secs_f64(common.handshake_timeout))
+        .shutdown_timeout(Duration::from_secs_f64(common.shutdown_timeout));
     match (&common.tls_cert, &common.tls_key) {
         (Some(cert), Some(key)) => options.tls(cert, key),
         _ => options,
@@ -154,7 +184,11 @@ fn web_options(listen: String, common: &CommonArgs) -> WebServerOptions {
 }
 
 fn server_options(common: &CommonArgs) -> ServerOptions {
-    let limits = Limits::default().max_message_size(common.max_message_size);
+    let limits = Limits::default()
+        .max_message_size(common.max_message_size)
+        .max_outgoing_bytes(common.max_outgoing_bytes)
+        .keepalive_interval(Some(Duration::from_secs_f64(common.keepalive)))
+        .idle_timeout(Some(Duration::from_secs_f64(common.idle_timeout)));
     let deflate = PerMessageDeflate::default()
         .enabled(!common.no_deflate)
         .threshold(common.deflate_threshold);
@@ -162,6 +196,16 @@ fn server_options(common: &CommonArgs) -> ServerOptions {
         .max_connections(common.max_connections)
         .limits(limits)
         .deflate(deflate)
+}
+
+/// Every connection holds a file descriptor, and a common soft limit is 1,024: lift the soft
+/// limit to the hard one (as nginx and Go's runtime do), so that `--max-connections` and
+/// `bench --idle` are not capped by a default the operator never chose.
+fn raise_descriptor_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(err) => tracing::warn!("cannot raise the open file limit: {err}"),
+    }
 }
 
 /// Writes a line to stderr. Unlike `eprintln!`, a closed stderr (the reader went away) is not a

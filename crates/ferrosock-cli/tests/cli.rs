@@ -1,98 +1,15 @@
 //! The `ferrosock` command's interface: help, one-line errors, serving, stopping on a signal.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+
+use common::*;
 
 use ferrosock_tests::TestPki;
 use std::time::{Duration, Instant};
-
-fn ferrosock(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferrosock"))
-        .args(args)
-        .output()
-        .expect("ferrosock runs")
-}
-
-/// A server process, killed when dropped so that a failing test leaves nothing running.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl std::ops::Deref for Server {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Server {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-/// Starts `ferrosock ARGS` (a server) and returns it once it printed its address.
-fn spawn(args: &[&str]) -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrosock"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ferrosock starts");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let first = lines
-        .find(|line| line.as_ref().map_or(true, |l| l.starts_with("ferrosock ")))
-        .expect("a ready line")
-        .unwrap();
-    // Keep reading, as a terminal would, so the server never writes into a closed pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    // "ferrosock serve: http://127.0.0.1:PORT/ ..." or "ferrosock echo: ws://127.0.0.1:PORT/"
-    let addr = first
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_owned();
-    (Server(child), addr)
-}
-
-fn stderr_of(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(started.elapsed() < limit, "did not exit within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn help_describes_each_command() {
@@ -352,15 +269,6 @@ fn connect_reports_a_close_by_the_server_and_failures() {
 }
 
 /// Peak resident memory of a process, from /proc (Linux).
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
-}
-
 #[test]
 fn a_deflate_bomb_is_refused_with_1009_within_the_memory_limit() {
     use ferrosock::proto::deflate::Deflater;
@@ -553,4 +461,61 @@ fn bench_idle_holds_connections_and_reports_server_memory() {
         json["server_rss_kib_after"].as_u64() >= json["server_rss_kib_before"].as_u64(),
         "{json}"
     );
+}
+
+#[test]
+fn allowed_origins_refuse_other_pages() {
+    use ferrosock_tests::{upgrade_request, RawClient};
+    let (_server, addr) = spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--allowed-origin",
+        "https://chat.example.com",
+        "--allowed-origin",
+        "https://*.example.org",
+    ]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let addr = addr.parse().unwrap();
+        for (origin, admitted) in [
+            (Some("https://chat.example.com"), true),
+            (Some("https://app.example.org"), true),
+            (Some("https://evil.example.net"), false),
+            (Some("http://chat.example.com"), false),
+            (None, true), // not a browser
+        ] {
+            let header = origin.map(|o| format!("Origin: {o}"));
+            let extra: Vec<&str> = header.iter().map(String::as_str).collect();
+            for path in ["/echo", "/uppercase", "/chat"] {
+                let result = RawClient::try_connect(addr, upgrade_request(path, &extra)).await;
+                match (result, admitted) {
+                    (Ok(_), true) => {}
+                    (Err(response), false) => assert_eq!(response.status, 403, "{origin:?}"),
+                    (Ok(_), false) => panic!("{origin:?} admitted on {path}"),
+                    (Err(response), true) => {
+                        panic!("{origin:?} refused on {path}: {}", response.head)
+                    }
+                }
+            }
+        }
+    });
+    let output = ferrosock(&["serve", "--allowed-origin", "example.com"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--allowed-origin"), "{stderr}");
+}
+
+#[test]
+fn timeouts_that_contradict_each_other_are_refused() {
+    let output = ferrosock(&["serve", "--keepalive", "30", "--idle-timeout", "10"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("--idle-timeout") && stderr.contains("--keepalive"),
+        "{stderr}"
+    );
+    let output = ferrosock(&["echo", "--shutdown-timeout", "-1"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr_of(&output));
 }

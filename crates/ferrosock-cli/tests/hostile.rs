@@ -1,0 +1,590 @@
+//! Slow and hostile peers against `ferrosock serve`, each in its own server process, watched
+//! from the outside: what clients see, and the process's descriptors and memory in /proc.
+//!
+//! The tests of this file run one at a time (they load the machine) and bound every wait.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ferrosock::proto::{Decoded, Decoder, DecoderConfig, FrameHeader, OpCode, OutFrame, Role};
+use ferrosock_tests::{upgrade_request, within_for, RawClient};
+use futures_util::future::join_all;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+use common::*;
+
+/// One hostile scenario at a time: they measure a server while loading the machine. (An
+/// async lock: each test has its own runtime, and holds it across awaits.)
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// `ferrosock serve` on a free port with `flags`.
+fn serve(flags: &[&str]) -> (Server, SocketAddr) {
+    let (server, addr) = spawn(&[&["serve", "--listen", "127.0.0.1:0"], flags].concat());
+    (server, addr.parse().unwrap())
+}
+
+/// One masked client frame, as bytes.
+fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    let mut header = FrameHeader::new(opcode, payload.len() as u64, Some(key));
+    header.fin = fin;
+    let mut masked = payload.to_vec();
+    ferrosock::proto::mask::apply_mask(&mut masked, key);
+    let frame = OutFrame::with_header(header, masked.into());
+    [frame.head(), &frame.payload()[..]].concat()
+}
+
+/// A WebSocket connection split in halves, for a writer that floods while a reader watches.
+struct Split {
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    buf: BytesMut,
+    decoder: Decoder,
+}
+
+impl Split {
+    async fn connect(addr: SocketAddr, path: &str) -> Split {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(upgrade_request(path, &[]).as_bytes())
+            .await
+            .unwrap();
+        let mut buf = BytesMut::new();
+        let head_end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            assert_ne!(
+                stream.read_buf(&mut buf).await.unwrap(),
+                0,
+                "EOF in the handshake"
+            );
+        };
+        let head = buf.split_to(head_end);
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+        let (read, write) = stream.into_split();
+        let decoder = Decoder::new(DecoderConfig {
+            role: Role::Client,
+            max_frame_size: 1 << 30,
+            max_message_size: 1 << 30,
+        });
+        Split {
+            read,
+            write,
+            buf,
+            decoder,
+        }
+    }
+
+    /// The next frame, or `None` at EOF or on a reset.
+    async fn recv(&mut self) -> Option<Decoded> {
+        loop {
+            if let Some(decoded) = self.decoder.decode(&mut self.buf).expect("valid frames") {
+                return Some(decoded);
+            }
+            self.buf.reserve(64 << 10);
+            match self.read.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The close code the server sends, skipping what comes before; `None` if none comes.
+    async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match self.recv().await? {
+                Decoded::Close(frame) => return frame.map(|f| f.code.0),
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// A normal client's round trip on `/echo`, while something else goes on.
+async fn echo_round_trip(client: &mut RawClient, text: &str) {
+    client.send_text(text).await;
+    assert_eq!(client.recv_text().await, text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_clients_are_dropped_at_the_handshake_timeout_while_others_are_served() {
+    let _serial = serial().await;
+    let timeout = Duration::from_secs(4);
+    let (server, addr) = serve(&["--handshake-timeout", "4"]);
+    let pid = server.id();
+    let baseline_fds = open_fds(pid);
+
+    // 1 000 clients send half a request head and then nothing.
+    let mut slow = Vec::new();
+    for _ in 0..1000 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n")
+            .await
+            .unwrap();
+        slow.push((stream, Instant::now()));
+    }
+    let first_deadline = slow[0].1 + timeout;
+
+    // Meanwhile, a normal client connects and echoes, before the first slow one times out.
+    let mut client = RawClient::connect(addr, "/echo").await;
+    for i in 0..10 {
+        echo_round_trip(&mut client, &format!("message {i}")).await;
+    }
+    assert!(
+        Instant::now() < first_deadline,
+        "the normal client was served only after the slow ones timed out"
+    );
+
+    // Each slow client is disconnected (EOF, possibly after a 408) at its timeout, not before.
+    let ends = join_all(slow.into_iter().map(|(mut stream, opened)| async move {
+        let mut sink = Vec::new();
+        let _ = within_for(
+            timeout + Duration::from_secs(5),
+            "a slow client's disconnection",
+            stream.read_to_end(&mut sink),
+        )
+        .await;
+        opened.elapsed()
+    }))
+    .await;
+    let first = ends.iter().min().unwrap();
+    assert!(
+        *first >= timeout - Duration::from_millis(100),
+        "a slow client was dropped after {first:?}, before the timeout"
+    );
+
+    // The normal client is still served, and the server holds no descriptor of the slow ones.
+    echo_round_trip(&mut client, "after").await;
+    eventually(
+        "the slow clients' descriptors closed",
+        Duration::from_secs(5),
+        || open_fds(pid) <= baseline_fds + 1,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stalls_is_cut_at_its_byte_budget_and_the_others_get_everything() {
+    let _serial = serial().await;
+    let budget = 4 << 20;
+    let (server, addr) = serve(&["--max-outgoing-bytes", &budget.to_string()]);
+    let pid = server.id();
+
+    // A chat member that never reads, a listener, and a talker.
+    let mut stalled = RawClient::connect(addr, "/chat").await;
+    let mut listener = RawClient::connect(addr, "/chat").await;
+    assert_eq!(listener.recv_text().await, "Welcome on the chat!");
+    let mut talker = RawClient::connect(addr, "/chat").await;
+    assert_eq!(talker.recv_text().await, "Welcome on the chat!");
+    assert_eq!(listener.recv_text().await, "New client connected");
+    let rss_before = status_kib(pid, "VmRSS");
+
+    // 4 000 messages of 16 KiB (64 MiB): far more than the stalled member's budget and socket
+    // buffers. The talker waits for the listener every 64 messages, as a chat would, so that
+    // only the stalled member falls behind.
+    let payload = "x".repeat(16 << 10);
+    let mut cut = false;
+    let mut peak = 0;
+    for batch in 0..(4000 / 64) {
+        for _ in 0..64 {
+            talker.send_text(&payload).await;
+        }
+        let mut received = 0;
+        while received < 64 {
+            match listener.recv_text().await.as_str() {
+                "Client disconnected" => cut = true,
+                text => {
+                    assert_eq!(text.len(), payload.len(), "batch {batch}");
+                    received += 1;
+                }
+            }
+        }
+        peak = peak.max(status_kib(pid, "VmRSS"));
+    }
+    // The stalled member was cut off; the listener got every message; the server's memory
+    // grew by a bounded amount while 64 MiB went through it.
+    if !cut {
+        assert_eq!(
+            within_for(Duration::from_secs(10), "the notice", listener.recv_text()).await,
+            "Client disconnected"
+        );
+    }
+    let grown = peak.saturating_sub(rss_before);
+    assert!(
+        grown < 32 << 10,
+        "the server grew by {grown} KiB for a budget of {} KiB",
+        budget >> 10
+    );
+    // What the stalled member finds when it reads at last: what fitted, then the end.
+    let mut messages = 0;
+    loop {
+        match within_for(Duration::from_secs(15), "the stalled end", stalled.recv()).await {
+            Some(Decoded::Text(_)) => messages += 1,
+            Some(Decoded::Close(frame)) => {
+                assert_eq!(frame.map(|f| f.code.0), Some(1008));
+                break;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert!(
+        messages < 4000,
+        "the stalled member got everything ({messages})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_and_fragment_floods_stay_bounded_and_do_not_starve_others() {
+    let _serial = serial().await;
+    let (server, addr) = serve(&[
+        "--max-outgoing-bytes",
+        "1048576",
+        "--max-message-size",
+        "1048576",
+    ]);
+    let pid = server.id();
+    let mut normal = RawClient::connect(addr, "/echo").await;
+    echo_round_trip(&mut normal, "warm-up").await;
+    let rss_before = status_kib(pid, "VmHWM");
+
+    // A ping flood from a client that never reads its pongs: 200 000 pings of 125 bytes
+    // (26 MB) queue 25 MB of pongs, far over the 1 MiB budget.
+    let mut pinger = Split::connect(addr, "/echo").await;
+    let ping = frame(true, OpCode::Ping, &[b'p'; 125]);
+    let pings = tokio::spawn(async move {
+        let burst = ping.repeat(1000);
+        for _ in 0..200 {
+            if pinger.write.write_all(&burst).await.is_err() {
+                break; // cut off
+            }
+        }
+        pinger
+    });
+    // A fragment flood: one text message in 1-byte fragments, 2 million of them (14 MB),
+    // past the 1 MiB message limit.
+    let mut fragmenter = Split::connect(addr, "/echo").await;
+    let flood = tokio::spawn(async move {
+        let first = frame(false, OpCode::Text, b"a");
+        let next = frame(false, OpCode::Continuation, b"a");
+        let burst = next.repeat(10_000);
+        let _ = fragmenter.write.write_all(&first).await;
+        for _ in 0..200 {
+            if fragmenter.write.write_all(&burst).await.is_err() {
+                break;
+            }
+        }
+        fragmenter
+    });
+
+    // Meanwhile the normal client is served.
+    for i in 0..200 {
+        echo_round_trip(&mut normal, &format!("during the floods {i}")).await;
+    }
+
+    let mut fragmenter = within_for(Duration::from_secs(30), "the fragment flood", flood)
+        .await
+        .unwrap();
+    assert_eq!(
+        within_for(Duration::from_secs(10), "1009", fragmenter.close_code()).await,
+        Some(1009),
+        "a message of a million fragments is over the message limit"
+    );
+    let mut pinger = within_for(Duration::from_secs(30), "the ping flood", pings)
+        .await
+        .unwrap();
+    // The pinger finds pongs, then the close for its budget (or the end of the connection if
+    // the close frame could not be written before the server gave up on it).
+    let mut pongs = 0;
+    let code = loop {
+        match within_for(Duration::from_secs(15), "the pinger's end", pinger.recv()).await {
+            Some(Decoded::Pong(_)) => pongs += 1,
+            Some(Decoded::Close(frame)) => break frame.map(|f| f.code.0),
+            Some(_) => {}
+            None => break None,
+        }
+    };
+    assert!(
+        pongs < 200_000,
+        "every ping was answered: no budget applied"
+    );
+    assert!(matches!(code, Some(1008) | None), "close code {code:?}");
+
+    let grown = status_kib(pid, "VmHWM").saturating_sub(rss_before);
+    assert!(
+        grown < 16 << 10,
+        "the floods grew the server by {grown} KiB"
+    );
+    echo_round_trip(&mut normal, "after the floods").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_vanishes_is_found_by_keepalive_and_leaves_the_chat() {
+    let _serial = serial().await;
+    let (server, addr) = serve(&["--keepalive", "0.5", "--idle-timeout", "1.5"]);
+    let pid = server.id();
+    let baseline_fds = open_fds(pid);
+
+    let mut present = RawClient::connect(addr, "/chat").await;
+    assert_eq!(present.recv_text().await, "Welcome on the chat!");
+    // The vanished peer: its kernel still acknowledges, but it reads and answers nothing, as
+    // a process that hangs or a machine behind a dead NAT mapping would.
+    let vanished = TcpStream::connect(addr).await.unwrap();
+    let mut vanished = vanished;
+    vanished
+        .write_all(upgrade_request("/chat", &[]).as_bytes())
+        .await
+        .unwrap();
+    let started = Instant::now();
+
+    // The present member answers pings, hears the newcomer, then its departure.
+    let mut heard = Vec::new();
+    within_for(Duration::from_secs(10), "the departure", async {
+        loop {
+            match present.recv().await {
+                Some(Decoded::Ping(payload)) => {
+                    present.send_frame(true, OpCode::Pong, &payload).await;
+                }
+                Some(Decoded::Text(text)) => {
+                    heard.push(text.to_string());
+                    if text == "Client disconnected" {
+                        return;
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(heard, ["New client connected", "Client disconnected"]);
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(1400),
+        "dropped after {after:?}: before the idle timeout"
+    );
+    // The present member, which answers pings, outlives several idle timeouts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    echo_chat(&mut present).await;
+    eventually(
+        "the vanished peer's descriptor closed",
+        Duration::from_secs(5),
+        || open_fds(pid) <= baseline_fds + 1,
+    );
+}
+
+/// Sends a chat message and answers pings for a moment: the member is still connected.
+async fn echo_chat(member: &mut RawClient) {
+    member.send_text("anyone?").await;
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(100), member.recv()).await {
+            Ok(Some(Decoded::Ping(payload))) => {
+                member.send_frame(true, OpCode::Pong, &payload).await
+            }
+            Ok(Some(Decoded::Close(frame))) => panic!("closed: {frame:?}"),
+            Ok(None) => panic!("disconnected"),
+            Ok(Some(_)) | Err(_) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_max_connections_upgrades_get_503_and_the_others_carry_on() {
+    let _serial = serial().await;
+    let (_server, addr) = serve(&["--max-connections", "3"]);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(RawClient::connect(addr, "/echo").await);
+    }
+    let refused = RawClient::try_connect(addr, upgrade_request("/echo", &[]))
+        .await
+        .err()
+        .expect("a fourth connection is refused");
+    assert_eq!(refused.status, 503, "{}", refused.head);
+    for (i, client) in open.iter_mut().enumerate() {
+        echo_round_trip(client, &format!("still here {i}")).await;
+    }
+    // The limit is per endpoint: /uppercase has its own.
+    let mut other = RawClient::connect(addr, "/uppercase").await;
+    other.send_text("hi").await;
+    assert_eq!(other.recv_text().await, "HI");
+    // A place frees up when a client leaves.
+    let mut leaving = open.pop().unwrap();
+    leaving.send_close(1000, "").await;
+    leaving.expect_eof().await;
+    let mut tries = 0;
+    let mut again = loop {
+        match RawClient::try_connect(addr, upgrade_request("/echo", &[])).await {
+            Ok(client) => break client,
+            Err(response) => {
+                assert_eq!(response.status, 503);
+                tries += 1;
+                assert!(tries < 100, "the place never freed up");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    echo_round_trip(&mut again, "in again").await;
+}
+
+/// Opens `count` connections to /echo, each echoes one message, then all close cleanly.
+async fn wave(addr: SocketAddr, count: usize) {
+    let mut clients = Vec::with_capacity(count);
+    for chunk in 0..count.div_ceil(250) {
+        let batch = join_all((0..250.min(count - chunk * 250)).map(|_| async {
+            let mut client = RawClient::connect(addr, "/echo").await;
+            echo_round_trip(&mut client, "churn").await;
+            client
+        }))
+        .await;
+        clients.extend(batch);
+    }
+    join_all(clients.into_iter().map(|mut client| async move {
+        client.send_close(1000, "").await;
+        client.expect_eof().await;
+    }))
+    .await;
+}
+
+/// Waves of connections, then a check that memory, descriptors and threads are back where
+/// they were after the first wave.
+async fn churn(waves: usize, per_wave: usize) {
+    let (server, addr) = serve(&[]);
+    let pid = server.id();
+    wave(addr, per_wave).await; // warms the allocator and the runtime up
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss, fds, threads_before) = (status_kib(pid, "VmRSS"), open_fds(pid), threads(pid));
+    for _ in 1..waves {
+        wave(addr, per_wave).await;
+    }
+    eventually(
+        "descriptors back to the baseline",
+        Duration::from_secs(5),
+        || open_fds(pid) == fds,
+    );
+    assert_eq!(threads(pid), threads_before, "threads left behind");
+    let mut now = 0;
+    eventually(
+        "resident memory back to the baseline (±10 %)",
+        Duration::from_secs(5),
+        || {
+            now = status_kib(pid, "VmRSS");
+            now.abs_diff(rss) * 10 <= rss
+        },
+    );
+    eprintln!("churn: {waves} waves of {per_wave}: RSS {rss} KiB -> {now} KiB, {fds} descriptors");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_churn_leaves_nothing_behind() {
+    let _serial = serial().await;
+    churn(5, 1000).await;
+}
+
+/// The long version (`scripts/test --full`): 10 000 connections per wave, for a few minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "minutes long: scripts/test --full"]
+async fn connection_churn_at_scale_leaves_nothing_behind() {
+    let _serial = serial().await;
+    churn(12, 10_000).await;
+}
+
+/// 1 000 clients stream numbered messages to /echo; SIGTERM. Each gets its echoes in order,
+/// without a gap, then close 1001, and the process exits within the grace period.
+async fn shutdown_under_load(clients: usize) {
+    let (mut server, addr) = serve(&["--shutdown-timeout", "5"]);
+    let mut streams = Vec::with_capacity(clients);
+    for chunk in 0..clients.div_ceil(250) {
+        let batch =
+            join_all((0..250.min(clients - chunk * 250)).map(|_| Split::connect(addr, "/echo")))
+                .await;
+        streams.extend(batch);
+    }
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                // Up to 4 messages in flight; each echo must be the next number.
+                let (mut sent, mut echoed) = (0u64, 0u64);
+                loop {
+                    while sent < echoed + 4 {
+                        let message = frame(true, OpCode::Text, sent.to_string().as_bytes());
+                        if client.write.write_all(&message).await.is_err() {
+                            break;
+                        }
+                        sent += 1;
+                    }
+                    match client.recv().await {
+                        Some(Decoded::Text(text)) => {
+                            assert_eq!(text.parse::<u64>().unwrap(), echoed, "a gap or a swap");
+                            echoed += 1;
+                        }
+                        Some(Decoded::Close(frame)) => {
+                            let code = frame.map(|f| f.code.0);
+                            let reply = OutFrame::close(
+                                Role::Client,
+                                ferrosock::proto::CloseCode(1000),
+                                "",
+                                || [1, 2, 3, 4],
+                            );
+                            let _ = client
+                                .write
+                                .write_all(&[reply.head(), &reply.payload()[..]].concat())
+                                .await;
+                            return (code, echoed);
+                        }
+                        Some(_) => {}
+                        None => return (None, echoed),
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let them stream, then stop the server.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let signalled = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let results = within_for(
+        Duration::from_secs(20),
+        "every client's close",
+        join_all(tasks),
+    )
+    .await;
+    let exit = wait_exit(&mut server, Duration::from_secs(7));
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(6),
+        "exited after {:?}",
+        signalled.elapsed()
+    );
+    let mut total = 0;
+    for result in results {
+        let (code, echoed) = result.unwrap();
+        assert_eq!(code, Some(1001), "every client gets 1001 (going away)");
+        total += echoed;
+    }
+    assert!(
+        total > clients as u64,
+        "the clients did stream: {total} echoes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_closes_every_client_with_1001_within_the_grace_period() {
+    let _serial = serial().await;
+    shutdown_under_load(1000).await;
+}
