@@ -258,13 +258,13 @@ async fn ping_and_fragment_floods_stay_bounded_and_do_not_starve_others() {
     echo_round_trip(&mut normal, "warm-up").await;
     let rss_before = status_kib(pid, "VmHWM");
 
-    // A ping flood from a client that never reads its pongs: 200 000 pings of 125 bytes
-    // (26 MB) queue 25 MB of pongs, far over the 1 MiB budget.
+    // A ping flood from a client that never reads its pongs: up to a million pings of 125
+    // bytes (131 MB) would queue 125 MB of pongs, far over the 1 MiB budget.
     let mut pinger = Split::connect(addr, "/echo").await;
     let ping = frame(true, OpCode::Ping, &[b'p'; 125]);
     let pings = tokio::spawn(async move {
         let burst = ping.repeat(1000);
-        for _ in 0..200 {
+        for _ in 0..1000 {
             if pinger.write.write_all(&burst).await.is_err() {
                 break; // cut off
             }
@@ -315,14 +315,18 @@ async fn ping_and_fragment_floods_stay_bounded_and_do_not_starve_others() {
         }
     };
     assert!(
-        pongs < 200_000,
+        pongs < 1_000_000,
         "every ping was answered: no budget applied"
     );
     assert!(matches!(code, Some(1008) | None), "close code {code:?}");
 
+    // Bounded by the limits, not by the floods: an unbounded server would hold over 100 MB of
+    // pongs. The peak still includes allocator granularity (mimalloc commits memory in
+    // segments of MiBs, and the 1 MiB message buffer grows by doubling): 12-18 MiB measured.
     let grown = status_kib(pid, "VmHWM").saturating_sub(rss_before);
+    eprintln!("floods: peak RSS grew by {grown} KiB");
     assert!(
-        grown < 16 << 10,
+        grown < 32 << 10,
         "the floods grew the server by {grown} KiB"
     );
     echo_round_trip(&mut normal, "after the floods").await;
@@ -373,8 +377,9 @@ async fn a_peer_that_vanishes_is_found_by_keepalive_and_leaves_the_chat() {
         "dropped after {after:?}: before the idle timeout"
     );
     // The present member, which answers pings, outlives several idle timeouts.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    echo_chat(&mut present).await;
+    answer_pings(&mut present, Duration::from_secs(2)).await;
+    present.send_text("anyone?").await;
+    answer_pings(&mut present, Duration::from_millis(300)).await;
     eventually(
         "the vanished peer's descriptor closed",
         Duration::from_secs(5),
@@ -382,12 +387,11 @@ async fn a_peer_that_vanishes_is_found_by_keepalive_and_leaves_the_chat() {
     );
 }
 
-/// Sends a chat message and answers pings for a moment: the member is still connected.
-async fn echo_chat(member: &mut RawClient) {
-    member.send_text("anyone?").await;
-    let deadline = Instant::now() + Duration::from_millis(300);
+/// Answers pings for `wait`, as a live client does; panics if the connection ends.
+async fn answer_pings(member: &mut RawClient, wait: Duration) {
+    let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_millis(100), member.recv()).await {
+        match tokio::time::timeout(Duration::from_millis(50), member.recv()).await {
             Ok(Some(Decoded::Ping(payload))) => {
                 member.send_frame(true, OpCode::Pong, &payload).await
             }
