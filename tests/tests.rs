@@ -12,5 +12,7 @@ mod limits;
 mod peers;
 #[path = "it/robustness.rs"]
 mod robustness;
+#[path = "it/topics.rs"]
+mod topics;
 #[path = "it/web.rs"]
 mod web;

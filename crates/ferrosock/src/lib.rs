@@ -81,6 +81,7 @@
 #![deny(missing_docs, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod broker;
 mod client;
 mod conn;
 mod error;
@@ -93,6 +94,7 @@ pub mod proto;
 mod server;
 mod tls;
 
+pub use broker::{Broker, LocalBroker};
 pub use bytes::Bytes;
 pub use bytestring::ByteString;
 pub use client::{ClientHandler, ClientOptions, WebSocket};

@@ -173,7 +173,7 @@ impl<H: ClientHandler> WebSocket<H> {
     /// The handshake succeeded: `Connected`, then `on_open`. Returns how the driver runs.
     fn open(&self, established: &Established, options: &ClientOptions) -> DriverConfig {
         // Before `Connected`: a send from on_open already goes the compressing way.
-        self.inner.shared.set_deflate(established.deflate.is_some());
+        self.inner.shared.set_deflate(established.deflate.as_ref());
         self.inner.shared.set_connected();
         self.guard("on_open", |h, ws| h.on_open(ws, OpenEvent::new()));
         DriverConfig::new(Role::Client, &options.limits)

@@ -69,6 +69,10 @@ pub(crate) struct Shared {
     failing: AtomicBool,
     /// permessage-deflate was negotiated: data goes to the driver as messages to compress.
     deflate: AtomicBool,
+    /// With permessage-deflate and no context takeover on this end: the window bits this end
+    /// compresses with (its compressed messages depend on nothing else, so one compression can
+    /// serve every such connection). 0 otherwise.
+    resetting_window: AtomicU8,
     /// Something was queued (frames or a command) since the driver last took the outbox: lets
     /// the driver skip the lock when there is nothing.
     pending: AtomicBool,
@@ -125,6 +129,7 @@ impl Shared {
             buffered: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
             deflate: AtomicBool::new(false),
+            resetting_window: AtomicU8::new(0),
             pending: AtomicBool::new(false),
             polling: AtomicBool::new(false),
             budget,
@@ -141,9 +146,22 @@ impl Shared {
         self.deflate.load(Ordering::Acquire)
     }
 
-    /// Records that permessage-deflate was negotiated (before the first `send`).
-    pub(crate) fn set_deflate(&self, on: bool) {
-        self.deflate.store(on, Ordering::Release);
+    /// Records what permessage-deflate settled, if anything (before the first `send`).
+    pub(crate) fn set_deflate(&self, negotiated: Option<&crate::proto::Negotiated>) {
+        if let Some(agreed) = negotiated.filter(|agreed| agreed.compress_reset) {
+            self.resetting_window
+                .store(agreed.compress_window_bits, Ordering::Release);
+        }
+        self.deflate.store(negotiated.is_some(), Ordering::Release);
+    }
+
+    /// The window bits of a compressor that starts each message afresh, when
+    /// permessage-deflate was negotiated without context takeover on this end.
+    pub(crate) fn resetting_window(&self) -> Option<u8> {
+        match self.resetting_window.load(Ordering::Acquire) {
+            0 => None,
+            bits => Some(bits),
+        }
     }
 
     /// Queues a data frame or message for the driver to write. Its payload counts against the

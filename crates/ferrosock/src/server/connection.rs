@@ -1,7 +1,8 @@
 //! `WebSocketConnection`: the handle of one accepted connection.
 
+use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{ServerHandler, WebSocketServer};
 use crate::conn::{outgoing, Command, Compress, Shared, Status};
@@ -22,6 +23,8 @@ struct ConnInner<H: ServerHandler> {
     handler: H::Connection,
     wss: WebSocketServer<H>,
     shared: Shared,
+    /// The topics subscribed to; `None` once the connection has ended.
+    topics: Mutex<Option<BTreeSet<String>>>,
 }
 
 impl<H: ServerHandler> WebSocketConnection<H> {
@@ -38,6 +41,7 @@ impl<H: ServerHandler> WebSocketConnection<H> {
                 handler,
                 wss,
                 shared,
+                topics: Mutex::new(Some(BTreeSet::new())),
             }),
         }
     }
@@ -86,6 +90,70 @@ impl<H: ServerHandler> WebSocketConnection<H> {
                 shared.deflate(),
             ))
             .map_err(Error::from)
+    }
+
+    /// Subscribes this connection to `topic`: from now on,
+    /// [`WebSocketServer::publish`] on `topic` (on any node of the server's broker) reaches it,
+    /// until [`unsubscribe`](Self::unsubscribe) or the end of the connection. Subscribing
+    /// twice is subscribing once. Returns `false`, and does nothing, once the connection has
+    /// ended.
+    ///
+    /// ```no_run
+    /// # use ferrosock::*;
+    /// # struct Feed; struct Reader;
+    /// # impl ServerHandler for Feed { type Connection = Reader;
+    /// #   fn on_connection(&self, _: &WebSocketServer<Self>, _: ConnectionEvent) -> Option<Reader> { Some(Reader) } }
+    /// impl ConnectionHandler for Reader {
+    ///     type Server = Feed;
+    ///     // "subscribe prices" from the client subscribes it to the topic "prices".
+    ///     fn on_message(&self, ws: &WebSocketConnection<Feed>, event: MessageEvent) {
+    ///         if let Some(topic) = event.data.as_text().and_then(|t| t.strip_prefix("subscribe ")) {
+    ///             ws.subscribe(topic);
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn subscribe(&self, topic: &str) -> bool {
+        let mut topics = self.topic_set();
+        let Some(mine) = topics.as_mut() else {
+            return false;
+        };
+        if mine.insert(topic.to_owned()) {
+            self.inner.wss.add_subscriber(topic, self);
+        }
+        true
+    }
+
+    /// Unsubscribes this connection from `topic`. Returns whether it was subscribed.
+    pub fn unsubscribe(&self, topic: &str) -> bool {
+        let removed = self
+            .topic_set()
+            .as_mut()
+            .is_some_and(|mine| mine.remove(topic));
+        if removed {
+            self.inner.wss.remove_subscriber(topic, self.id());
+        }
+        removed
+    }
+
+    /// The topics this connection is subscribed to, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        self.topic_set()
+            .as_ref()
+            .map(|mine| mine.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// At the end of the connection: out of every topic, and no subscribing any more.
+    pub(crate) fn leave_topics(&self) {
+        let topics = self.topic_set().take().unwrap_or_default();
+        for topic in topics {
+            self.inner.wss.remove_subscriber(&topic, self.id());
+        }
+    }
+
+    fn topic_set(&self) -> MutexGuard<'_, Option<BTreeSet<String>>> {
+        self.inner.topics.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Closes the connection normally: a close frame with 1000, then the peer's close frame is

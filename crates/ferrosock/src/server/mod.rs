@@ -4,6 +4,7 @@
 mod connection;
 mod handler;
 mod request;
+mod topics;
 mod web_server;
 mod websocket_server;
 

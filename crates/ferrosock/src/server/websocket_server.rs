@@ -1,25 +1,28 @@
 //! `WebSocketServer`: WebSocket endpoints attached to a [`WebServer`], and their registry of
 //! connections.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
 use http::HeaderValue;
 use hyper::body::Incoming as IncomingBody;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{watch, Notify};
 
+use super::topics::Prepared;
 use super::web_server::{switching_protocols, text_response, Body, Route, WebInner};
 use super::{ConnectionHandler, Request, ServerHandler, WebServer, WebSocketConnection};
+use crate::broker::{Broker, BrokerInbox, BrokerNews, Channel, Envelope};
 use crate::conn::{self, next_id, Callbacks, DriverConfig, Ending, Incoming, Stream};
 use crate::error::{panic_message, Error, ErrorKind};
 use crate::event::{
@@ -29,7 +32,7 @@ use crate::event::{
 use crate::limits::Limits;
 use crate::message::{DataType, Message};
 use crate::proto::deflate::{Negotiated, PerMessageDeflate};
-use crate::proto::{CloseCode, Role};
+use crate::proto::{CloseCode, OpCode, Role};
 
 /// Options of a [`WebSocketServer`] (4D's `options` object, plus limits).
 ///
@@ -42,7 +45,7 @@ use crate::proto::{CloseCode, Role};
 ///     .limits(Limits::default().max_message_size(1 << 20));
 /// assert_eq!(options.path.as_deref(), Some("/chat"));
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ServerOptions {
     /// The path the server answers, e.g. `/chat` (a missing leading `/` is added). `None`: the
@@ -73,6 +76,10 @@ pub struct ServerOptions {
     /// one). The server's own `on_open` runs in the caller of `new`, as always.
     /// Default: `false`.
     pub blocking_callbacks: bool,
+    /// Carries [`publish`](WebSocketServer::publish) and
+    /// [`broadcast`](WebSocketServer::broadcast) to the other nodes serving this endpoint
+    /// (see [`crate::broker`]). Default: none, messages reach this server's connections only.
+    pub broker: Option<Arc<dyn Broker>>,
 }
 
 impl Default for ServerOptions {
@@ -84,6 +91,7 @@ impl Default for ServerOptions {
             max_connections: 10_000,
             deflate: PerMessageDeflate::default(),
             blocking_callbacks: false,
+            broker: None,
         }
     }
 }
@@ -131,7 +139,16 @@ impl ServerOptions {
         self.blocking_callbacks = blocking;
         self
     }
+
+    /// Sets [`ServerOptions::broker`].
+    pub fn broker(mut self, broker: impl Broker) -> ServerOptions {
+        self.broker = Some(Arc::new(broker));
+        self
+    }
 }
+
+/// The subscribers of each topic, by connection id.
+type Subscribers<H> = HashMap<String, BTreeMap<u64, WebSocketConnection<H>>>;
 
 /// A WebSocket server (4D's `4D.WebSocketServer`): an endpoint on a running [`WebServer`],
 /// sharing its host and port.
@@ -165,6 +182,12 @@ struct ServerInner<H: ServerHandler> {
     deflate: PerMessageDeflate,
     /// [`ServerOptions::blocking_callbacks`].
     blocking_callbacks: bool,
+    /// This server's id among the nodes of its broker: copies of its own messages coming back
+    /// are recognised by it.
+    node: u64,
+    broker: Option<Arc<dyn Broker>>,
+    /// The subscribers of each topic.
+    topics: RwLock<Subscribers<H>>,
     web: Weak<WebInner>,
     runtime: tokio::runtime::Handle,
     /// Open connections by id; ids grow with arrival, so this is arrival order.
@@ -209,6 +232,9 @@ impl<H: ServerHandler> WebSocketServer<H> {
             max_connections: options.max_connections,
             deflate: options.deflate,
             blocking_callbacks: options.blocking_callbacks,
+            node: rand::random(),
+            broker: options.broker,
+            topics: RwLock::new(HashMap::new()),
             web: Arc::downgrade(web.inner()),
             runtime: web.runtime().clone(),
             registry: Mutex::new(BTreeMap::new()),
@@ -218,6 +244,9 @@ impl<H: ServerHandler> WebSocketServer<H> {
             done: watch::Sender::new(false),
         });
         web.inner().register(inner.path.clone(), inner.clone())?;
+        if let Some(broker) = &inner.broker {
+            broker.start(ServerInner::inbox(&inner));
+        }
         let wss = WebSocketServer { inner };
         // In the caller's context, which may not be a runtime thread: never block_in_place.
         wss.guard_here("on_open", |h, wss| h.on_open(wss, OpenEvent::new()));
@@ -271,9 +300,79 @@ impl<H: ServerHandler> WebSocketServer<H> {
         self.inner.terminate(CloseCode::NORMAL, Some(timeout))
     }
 
+    /// Sends `message` to every connection subscribed to `topic`
+    /// ([`WebSocketConnection::subscribe`]) on this server and, through the
+    /// [broker](ServerOptions::broker), on every other node. Returns how many connections of
+    /// this server it was queued for.
+    ///
+    /// The frame is built once (and compressed once per window size, for connections without
+    /// context takeover) and shared by every subscriber. Never waits: a subscriber whose byte
+    /// budget is full misses the message, and its budget policy applies to it alone
+    /// ([`Limits::max_outgoing_bytes`]). Callable from any thread or task, inside callbacks or
+    /// not. Messages published from one thread reach each subscriber in that order.
+    ///
+    /// ```no_run
+    /// # use ferrosock::*;
+    /// # fn demo<H: ServerHandler>(wss: &WebSocketServer<H>) {
+    /// let delivered = wss.publish("prices/EURUSD", "1.0842");
+    /// # }
+    /// ```
+    pub fn publish(&self, topic: &str, message: impl Into<Message>) -> usize {
+        let prepared = Prepared::new(message.into());
+        let delivered = self.inner.deliver(Channel::Topic(topic), &prepared, None);
+        self.inner.relay(Channel::Topic(topic), &prepared);
+        delivered
+    }
+
+    /// Sends `message` to every connection of this server (and of the other nodes, through the
+    /// broker) but the one whose id is `except` on this server: the chat pattern, where a
+    /// member's message goes to everyone else. Returns how many connections of this server it
+    /// was queued for. Same guarantees as [`publish`](Self::publish).
+    pub fn broadcast(&self, message: impl Into<Message>, except: Option<u64>) -> usize {
+        let prepared = Prepared::new(message.into());
+        let delivered = self.inner.deliver(Channel::All, &prepared, except);
+        self.inner.relay(Channel::All, &prepared);
+        delivered
+    }
+
+    pub(crate) fn add_subscriber(&self, topic: &str, connection: &WebSocketConnection<H>) {
+        self.inner.add_subscriber(topic, connection);
+    }
+
+    pub(crate) fn remove_subscriber(&self, topic: &str, id: u64) {
+        self.inner.remove_subscriber(topic, id);
+    }
+
+    /// The topics with at least one subscriber on this server, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.inner.topics_read().keys().cloned().collect();
+        topics.sort();
+        topics
+    }
+
     /// Runs a server callback; a panic in it is reported through `on_error`.
     fn guard(&self, callback: &str, f: impl FnOnce(&H, &Self)) {
         self.inner.call(|| self.guard_here(callback, f));
+    }
+
+    /// An outage goes to the handler's `on_error`; a recovery to the log.
+    fn broker_news(&self, news: BrokerNews) {
+        match news {
+            BrokerNews::Outage(what) => {
+                tracing::warn!(path = ?self.path(), "broker unreachable: {what}");
+                let info = ErrorInfo::new(
+                    2,
+                    format!("broker unreachable: {what}; local delivery goes on"),
+                    "broker",
+                );
+                self.guard("on_error", |h, wss| {
+                    h.on_error(wss, ErrorEvent::new(vec![info]))
+                });
+            }
+            BrokerNews::Recovered => {
+                tracing::info!(path = ?self.path(), "broker reachable again");
+            }
+        }
     }
 
     /// [`guard`](Self::guard) on the calling thread, whatever `blocking_callbacks` says.
@@ -291,6 +390,114 @@ impl<H: ServerHandler> WebSocketServer<H> {
 }
 
 impl<H: ServerHandler> ServerInner<H> {
+    fn topics_read(&self) -> RwLockReadGuard<'_, Subscribers<H>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn topics_write(&self) -> RwLockWriteGuard<'_, Subscribers<H>> {
+        self.topics.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a subscriber (the connection records the topic on its side).
+    fn add_subscriber(&self, topic: &str, connection: &WebSocketConnection<H>) {
+        self.topics_write()
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(connection.id(), connection.clone());
+    }
+
+    /// Removes a subscriber; a topic without subscribers is forgotten.
+    fn remove_subscriber(&self, topic: &str, id: u64) {
+        let mut topics = self.topics_write();
+        if let Some(subscribers) = topics.get_mut(topic) {
+            subscribers.remove(&id);
+            if subscribers.is_empty() {
+                topics.remove(topic);
+            }
+        }
+    }
+
+    /// Queues `prepared` on this server's connections of `channel`, but `except`.
+    fn deliver(&self, channel: Channel<'_>, prepared: &Prepared, except: Option<u64>) -> usize {
+        let send = |connection: &WebSocketConnection<H>| {
+            let outgoing = prepared.outgoing(connection.shared(), &self.deflate);
+            connection.shared().send(outgoing).is_ok()
+        };
+        match channel {
+            Channel::Topic(topic) => self.topics_read().get(topic).map_or(0, |subscribers| {
+                subscribers
+                    .values()
+                    .filter(|c| Some(c.id()) != except)
+                    .map(send)
+                    .filter(|sent| *sent)
+                    .count()
+            }),
+            Channel::All => self
+                .registry()
+                .values()
+                .filter(|c| Some(c.id()) != except)
+                .map(send)
+                .filter(|sent| *sent)
+                .count(),
+        }
+    }
+
+    /// Hands a message published here to the broker, for the other nodes.
+    fn relay(&self, channel: Channel<'_>, prepared: &Prepared) {
+        if let Some(broker) = &self.broker {
+            let (opcode, payload) = prepared.parts();
+            let envelope = Envelope {
+                origin: self.node,
+                binary: opcode == OpCode::Binary,
+                payload,
+            };
+            broker.publish(channel, envelope.encode());
+        }
+    }
+
+    /// The inbox this server gives its broker. It holds the server weakly: a broker outliving
+    /// its server delivers nowhere.
+    fn inbox(inner: &Arc<Self>) -> BrokerInbox {
+        let (deliver_to, report_to) = (Arc::downgrade(inner), Arc::downgrade(inner));
+        BrokerInbox::new(
+            move |channel, payload| {
+                if let Some(inner) = deliver_to.upgrade() {
+                    inner.deliver_remote(channel, payload);
+                }
+            },
+            move |news| {
+                if let Some(inner) = report_to.upgrade() {
+                    WebSocketServer { inner }.broker_news(news);
+                }
+            },
+            inner.runtime.clone(),
+        )
+    }
+
+    /// A message another node published: to this server's connections of `channel`.
+    fn deliver_remote(&self, channel: Channel<'_>, payload: &[u8]) {
+        let Some(envelope) = Envelope::decode(payload) else {
+            tracing::warn!(path = ?self.path, "a broker message that is not ferrosock's: dropped");
+            return;
+        };
+        if envelope.origin == self.node {
+            return; // this server delivered it when it was published
+        }
+        let data = Bytes::copy_from_slice(envelope.payload);
+        let message = if envelope.binary {
+            Message::Blob(data)
+        } else {
+            match ByteString::try_from(data) {
+                Ok(text) => Message::Text(text),
+                Err(_) => {
+                    tracing::warn!(path = ?self.path, "a broker text message that is not UTF-8: dropped");
+                    return;
+                }
+            }
+        };
+        self.deliver(channel, &Prepared::new(message), None);
+    }
+
     /// Runs a callback, as blocking code if [`ServerOptions::blocking_callbacks`] says so.
     fn call<R>(&self, f: impl FnOnce() -> R) -> R {
         if self.blocking_callbacks {
@@ -416,7 +623,7 @@ impl<H: ServerHandler> Route for ServerInner<H> {
         };
         let on_upgrade = hyper::upgrade::on(&mut request);
         let connection = WebSocketConnection::new(next_id(), handler, wss.clone());
-        connection.shared().set_deflate(deflate.is_some());
+        connection.shared().set_deflate(deflate.as_ref());
         wss.inner
             .runtime
             .spawn(run_connection(connection, on_upgrade, slot, deflate));
@@ -529,6 +736,7 @@ impl<H: ServerHandler> Callbacks for ServerCallbacks<H> {
     fn on_end(self, ending: Ending) {
         let wss = self.connection.wss();
         wss.inner.registry().remove(&self.connection.id());
+        self.connection.leave_topics();
         if !ending.code.is_normal() {
             let info = ErrorInfo::close(ending.code, ending.cause.as_deref());
             self.guard_final("on_error", |h, ws| {
