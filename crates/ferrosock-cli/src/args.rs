@@ -96,6 +96,10 @@ pub struct ServeArgs {
     /// the folder has an index.html.
     #[arg(long = "static", value_name = "DIR")]
     pub static_dir: Option<PathBuf>,
+    /// Make /chat span every node that uses this broker: redis://HOST:PORT or
+    /// nats://HOST:PORT.
+    #[arg(long, value_name = "URL", value_parser = broker)]
+    pub broker: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +187,14 @@ fn origin(value: &str) -> Result<String, String> {
         _ => Err(
             "expected an origin such as https://example.com or https://*.example.com".to_owned(),
         ),
+    }
+}
+
+fn broker(value: &str) -> Result<String, String> {
+    let scheme = value.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some("redis" | "rediss" | "nats" | "tls") => Ok(value.to_owned()),
+        _ => Err("expected redis://HOST:PORT or nats://HOST:PORT".to_owned()),
     }
 }
 

@@ -1,8 +1,8 @@
 //! The WebSocket servers of `ferrosock serve` and `ferrosock echo`.
 
 use ferrosock::{
-    Compress, ConnectionEvent, ConnectionHandler, Message, MessageEvent, OpenEvent, Request,
-    ServerHandler, TerminateEvent, WebSocketConnection, WebSocketServer,
+    Compress, ConnectionEvent, ConnectionHandler, MessageEvent, OpenEvent, Request, ServerHandler,
+    TerminateEvent, WebSocketConnection, WebSocketServer,
 };
 
 /// The origins of `--allowed-origin`: browsers from other pages are refused (403).
@@ -119,25 +119,18 @@ impl ServerHandler for Chat {
 impl ConnectionHandler for ChatConnection {
     type Server = Chat;
 
+    // Each message goes to every other member, on this node and, with --broker, on every
+    // node: WebSocketServer::broadcast builds the frame once for all of them.
     fn on_open(&self, ws: &WebSocketConnection<Chat>, _: OpenEvent) {
         let _ = ws.send("Welcome on the chat!");
-        broadcast(ws, "New client connected".into());
+        ws.wss().broadcast("New client connected", Some(ws.id()));
     }
 
     fn on_message(&self, ws: &WebSocketConnection<Chat>, event: MessageEvent) {
-        broadcast(ws, event.data);
+        ws.wss().broadcast(event.data, Some(ws.id()));
     }
 
     fn on_terminate(&self, ws: &WebSocketConnection<Chat>, _: TerminateEvent) {
-        broadcast(ws, "Client disconnected".into());
-    }
-}
-
-/// Sends `message` to every client of the server but `ws` (the payload is shared, not copied).
-fn broadcast(ws: &WebSocketConnection<Chat>, message: Message) {
-    for client in ws.wss().connections() {
-        if client.id() != ws.id() {
-            let _ = client.send(message.clone());
-        }
+        ws.wss().broadcast("Client disconnected", Some(ws.id()));
     }
 }

@@ -125,19 +125,36 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
             server_options.clone().path("/uppercase"),
         )?;
+        let mut chat_options = server_options.clone().path("/chat");
+        match args.broker.as_deref() {
+            Some(url) if url.starts_with("nats") => {
+                chat_options = chat_options
+                    .broker(ferrosock::broker::NatsBroker::new(url)?.prefix("ferrosock.chat"));
+            }
+            Some(url) => {
+                chat_options = chat_options
+                    .broker(ferrosock::broker::RedisBroker::new(url)?.prefix("ferrosock:chat:"));
+            }
+            None => {}
+        }
         WebSocketServer::new(
             &web,
             endpoints::Chat {
                 origins: origins.clone(),
             },
-            server_options.clone().path("/chat"),
+            chat_options,
         )?;
         Ok(())
     };
     attach().context("cannot attach the WebSocket servers")?;
     let addr = web.local_addr();
+    let across = args
+        .broker
+        .as_deref()
+        .map(|url| format!("; /chat across the nodes of {}", redact(url)))
+        .unwrap_or_default();
     eprintln!(
-        "ferrosock serve: http://{addr}/ (WebSocket endpoints ws://{addr}/echo, /uppercase, /chat)"
+        "ferrosock serve: http://{addr}/ (WebSocket endpoints ws://{addr}/echo, /uppercase, /chat{across})"
     );
     run_until_signal(&web).await
 }
@@ -158,6 +175,17 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
     let ws = if web.is_tls() { "wss" } else { "ws" };
     note(format_args!("ferrosock echo: {ws}://{}/", web.local_addr()));
     run_until_signal(&web).await
+}
+
+/// A broker URL without its password, for the log.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// A client is pinged after `--keepalive` of silence so that a live one answers before

@@ -38,6 +38,15 @@ impl std::ops::DerefMut for Server {
 
 /// Starts `ferrosock ARGS` (a server) and returns it once it printed its address.
 pub fn spawn(args: &[&str]) -> (Server, String) {
+    let (server, addr, _) = spawn_logged(args);
+    (server, addr)
+}
+
+/// What a server printed on stderr after its ready line, as it comes.
+pub type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// [`spawn`], keeping what the server prints on stderr afterwards.
+pub fn spawn_logged(args: &[&str]) -> (Server, String, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferrosock"))
         .args(args)
         .env("RUST_LOG", "warn")
@@ -52,7 +61,13 @@ pub fn spawn(args: &[&str]) -> (Server, String) {
         .expect("a ready line")
         .unwrap();
     // Keep reading, as a terminal would, so the server never writes into a closed pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    let log = Log::default();
+    let keep = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            keep.lock().unwrap().push(line);
+        }
+    });
     // "ferrosock serve: http://127.0.0.1:PORT/ ..." or "ferrosock echo: ws://127.0.0.1:PORT/"
     let addr = first
         .split("://")
@@ -60,7 +75,7 @@ pub fn spawn(args: &[&str]) -> (Server, String) {
         .and_then(|rest| rest.split('/').next())
         .unwrap_or_else(|| panic!("no address in {first:?}"))
         .to_owned();
-    (Server(child), addr)
+    (Server(child), addr, log)
 }
 
 pub fn stderr_of(output: &Output) -> String {

@@ -1,0 +1,294 @@
+//! `ferrosock serve --broker`: /chat across three nodes through a real Redis or NATS server
+//! (Debian's `redis-server` and `nats-server`, installed by scripts/install-peers), including
+//! the broker going away and coming back.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrosock::proto::{Decoded, OpCode};
+use ferrosock_tests::RawClient;
+
+use common::*;
+
+/// A broker process, killed when dropped.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Redis,
+    Nats,
+}
+
+impl Kind {
+    fn binary(self) -> &'static str {
+        match self {
+            Kind::Redis => "redis-server",
+            Kind::Nats => "nats-server",
+        }
+    }
+
+    fn url(self, port: u16) -> String {
+        match self {
+            Kind::Redis => format!("redis://127.0.0.1:{port}"),
+            Kind::Nats => format!("nats://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Starts the broker on `port` and waits until it accepts connections.
+    fn start(self, port: u16) -> Daemon {
+        let port_text = port.to_string();
+        let args: Vec<&str> = match self {
+            Kind::Redis => vec![
+                "--port",
+                &port_text,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            Kind::Nats => vec!["-a", "127.0.0.1", "-p", &port_text],
+        };
+        let child = Command::new(self.binary())
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("{} starts: {err}", self.binary()));
+        let daemon = Daemon(child);
+        eventually(
+            "the broker accepting connections",
+            Duration::from_secs(10),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        daemon
+    }
+
+    /// Whether the broker is installed; without it, the test is skipped, except in CI.
+    fn available(self) -> bool {
+        let found = Command::new(self.binary())
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{} is missing (scripts/install-peers installs it)",
+                self.binary()
+            );
+            eprintln!("skipped: {} is not installed", self.binary());
+        }
+        found
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The next chat text within `wait`, answering pings on the way; `None` if nothing came.
+async fn next_text(client: &mut RawClient, wait: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, client.recv()).await {
+            Err(_) => return None,
+            Ok(Some(Decoded::Text(text))) => return Some(text.to_string()),
+            Ok(Some(Decoded::Ping(payload))) => {
+                client.send_frame(true, OpCode::Pong, &payload).await
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// A chat member: connected, welcomed.
+async fn join(node: SocketAddr) -> RawClient {
+    let mut client = RawClient::connect(node, "/chat").await;
+    assert_eq!(
+        next_text(&mut client, Duration::from_secs(5))
+            .await
+            .as_deref(),
+        Some("Welcome on the chat!")
+    );
+    client
+}
+
+/// Sends numbered `tag` messages from `from` until `to` receives one (cross-node delivery
+/// works), then drains what else arrives; `to` must never see a text containing
+/// `forbidden`. Returns how long it took.
+async fn until_delivered(
+    from: &mut RawClient,
+    to: &mut RawClient,
+    tag: &str,
+    forbidden: Option<&str>,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    let mut delivered = false;
+    for i in 0.. {
+        assert!(
+            started.elapsed() < limit,
+            "{tag}: no cross-node delivery within {limit:?}"
+        );
+        from.send_text(&format!("{tag} {i}")).await;
+        while let Some(text) = next_text(to, Duration::from_millis(200)).await {
+            assert!(
+                forbidden.is_none_or(|f| !text.contains(f)),
+                "{tag}: got {text:?}"
+            );
+            delivered |= text.starts_with(tag);
+        }
+        if delivered {
+            break;
+        }
+    }
+    started.elapsed()
+}
+
+/// Drains whatever arrives on `client` for a moment.
+async fn drain(client: &mut RawClient) -> Vec<String> {
+    let mut texts = Vec::new();
+    while let Some(text) = next_text(client, Duration::from_millis(300)).await {
+        texts.push(text);
+    }
+    texts
+}
+
+async fn chat_across_nodes(kind: Kind) {
+    let port = free_port();
+    let mut broker = kind.start(port);
+    let url = kind.url(port);
+    let nodes: Vec<(Server, SocketAddr, Log)> = (0..3)
+        .map(|_| {
+            let (server, addr, log) =
+                spawn_logged(&["serve", "--listen", "127.0.0.1:0", "--broker", &url]);
+            (server, addr.parse().unwrap(), log)
+        })
+        .collect();
+    let mut a = join(nodes[0].1).await;
+    let mut b = join(nodes[1].1).await;
+    let mut c = join(nodes[2].1).await;
+    // The nodes subscribe in the background: wait until each reaches the others.
+    until_delivered(&mut a, &mut b, "warm-up a", None, Duration::from_secs(10)).await;
+    until_delivered(&mut b, &mut c, "warm-up b", None, Duration::from_secs(10)).await;
+    until_delivered(&mut c, &mut a, "warm-up c", None, Duration::from_secs(10)).await;
+    for member in [&mut a, &mut b, &mut c] {
+        drain(member).await;
+    }
+
+    // A message on node 3 reaches node 1 and node 2 once each, and not its sender.
+    let sent = Instant::now();
+    c.send_text("hello from node 3").await;
+    assert_eq!(
+        next_text(&mut a, Duration::from_secs(2)).await.as_deref(),
+        Some("hello from node 3")
+    );
+    let latency = sent.elapsed();
+    assert_eq!(
+        next_text(&mut b, Duration::from_secs(2)).await.as_deref(),
+        Some("hello from node 3")
+    );
+    for member in [&mut a, &mut b, &mut c] {
+        assert_eq!(drain(member).await, Vec::<String>::new(), "exactly once");
+    }
+    eprintln!("{kind:?}: node 3 -> node 1 in {latency:?}");
+
+    // Joins and departures are announced on every node.
+    let mut d = join(nodes[1].1).await;
+    for member in [&mut a, &mut b, &mut c] {
+        assert_eq!(
+            next_text(member, Duration::from_secs(2)).await.as_deref(),
+            Some("New client connected")
+        );
+    }
+    d.send_close(1000, "").await;
+    d.expect_eof().await;
+    for member in [&mut a, &mut b, &mut c] {
+        assert_eq!(
+            next_text(member, Duration::from_secs(2)).await.as_deref(),
+            Some("Client disconnected")
+        );
+    }
+
+    // The broker goes away: each node still serves its own members, and says so.
+    let mut a2 = join(nodes[0].1).await;
+    assert_eq!(
+        next_text(&mut a, Duration::from_secs(2)).await.as_deref(),
+        Some("New client connected")
+    );
+    drain(&mut b).await;
+    drain(&mut c).await;
+    drop(broker);
+    let log = nodes[0].2.clone();
+    eventually("node 1 reports the outage", Duration::from_secs(10), || {
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains("broker unreachable"))
+    });
+    a.send_text("while the broker is down").await;
+    assert_eq!(
+        next_text(&mut a2, Duration::from_secs(2)).await.as_deref(),
+        Some("while the broker is down"),
+        "local delivery goes on"
+    );
+
+    // It comes back on the same port: cross-node delivery resumes, without a replay of what
+    // was published during the outage.
+    broker = kind.start(port);
+    let took = until_delivered(
+        &mut a,
+        &mut b,
+        "after the outage",
+        Some("broker is down"),
+        Duration::from_secs(20),
+    )
+    .await;
+    eprintln!("{kind:?}: cross-node delivery resumed {took:?} after the broker restarted");
+    let c_saw = drain(&mut c).await;
+    assert!(
+        c_saw.iter().all(|t| !t.contains("broker is down")),
+        "node 3 got a replay: {c_saw:?}"
+    );
+    drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_across_three_nodes_through_redis() {
+    if Kind::Redis.available() {
+        chat_across_nodes(Kind::Redis).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_across_three_nodes_through_nats() {
+    if Kind::Nats.available() {
+        chat_across_nodes(Kind::Nats).await;
+    }
+}
+
+#[test]
+fn a_bad_broker_url_is_one_line() {
+    let output = ferrosock(&["serve", "--broker", "mqtt://localhost"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--broker"), "{stderr}");
+}
