@@ -53,6 +53,16 @@ pub struct BenchArgs {
     /// The server returns the raw bytes sent (bench-server raw), not WebSocket frames.
     #[arg(long)]
     pub raw_echo: bool,
+    /// Instead of echo load: fan-out. N subscribers connect to URL (a `ferrosock serve`
+    /// /pubsub endpoint) and to each --node, spread evenly; one publisher on URL publishes
+    /// messages of --size bytes, up to 4 in flight, each counted once every subscriber got it.
+    /// Reports deliveries per second and the publish-to-delivery latency.
+    #[arg(long, value_name = "N", value_parser = positive, conflicts_with = "idle")]
+    pub fanout: Option<usize>,
+    /// With --fanout: another node's /pubsub URL (repeatable); subscribers are spread over URL
+    /// and these.
+    #[arg(long = "node", value_name = "URL", requires = "fanout")]
+    pub nodes: Vec<String>,
     /// Instead of load: open N idle connections and hold them for the duration.
     #[arg(long, value_name = "N", value_parser = positive)]
     pub idle: Option<usize>,
@@ -96,7 +106,7 @@ pub struct ServeArgs {
     /// the folder has an index.html.
     #[arg(long = "static", value_name = "DIR")]
     pub static_dir: Option<PathBuf>,
-    /// Make /chat span every node that uses this broker: redis://HOST:PORT or
+    /// Make /chat and /pubsub span every node that uses this broker: redis://HOST:PORT or
     /// nats://HOST:PORT.
     #[arg(long, value_name = "URL", value_parser = broker)]
     pub broker: Option<String>,

@@ -62,9 +62,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let target = target(&args.url).await?;
-        match args.idle {
-            Some(count) => idle(&args, &target, count).await,
-            None => load(&args, &target).await,
+        match (args.idle, args.fanout) {
+            (Some(count), _) => idle(&args, &target, count).await,
+            (None, Some(subscribers)) => fanout(&args, target, subscribers).await,
+            (None, None) => load(&args, &target).await,
         }
     })
 }
@@ -288,6 +289,234 @@ async fn load(args: &BenchArgs, target: &Target) -> anyhow::Result<()> {
         if let Some(cpu) = server_cpu_us {
             println!("server CPU: {cpu:.2} µs per message");
         }
+    }
+    for task in tasks {
+        task.abort();
+    }
+    Ok(())
+}
+
+/// Messages in flight in fan-out mode: the publisher sends the next when every subscriber
+/// has the one this many places back.
+const FANOUT_WINDOW: u64 = 4;
+
+/// `target` with `query` added to its resource.
+fn with_query(target: &Target, query: &str) -> Target {
+    let separator = if target.resource.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    Target {
+        addr: target.addr,
+        host_header: target.host_header.clone(),
+        resource: format!("{}{separator}{query}", target.resource),
+    }
+}
+
+/// Fan-out: `subscribers` connections spread over the nodes receive what one publisher
+/// publishes; deliveries per second and publish-to-delivery latency.
+async fn fanout(args: &BenchArgs, first: Target, subscribers: usize) -> anyhow::Result<()> {
+    let topic = format!("bench-{:08x}", rand::random::<u32>());
+    let mut nodes = vec![first];
+    for url in &args.nodes {
+        nodes.push(target(url).await?);
+    }
+    let stats = Rc::new(RefCell::new(Stats {
+        latency: Some(
+            Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+        ),
+        ..Stats::default()
+    }));
+    // Per message: when it was published, and how many subscribers have it.
+    let sent_at: Rc<RefCell<Vec<Instant>>> = Rc::default();
+    let received: Rc<RefCell<Vec<usize>>> = Rc::default();
+    let progress = Rc::new(Notify::new());
+
+    let subscribe: Vec<Target> = nodes
+        .iter()
+        .map(|node| with_query(node, &format!("subscribe={topic}")))
+        .collect();
+    let mut connections = Vec::with_capacity(subscribers);
+    for batch in (0..subscribers).collect::<Vec<_>>().chunks(100) {
+        let opened = join_all(
+            batch
+                .iter()
+                .map(|i| open(&subscribe[i % subscribe.len()], None, false)),
+        )
+        .await;
+        for result in opened {
+            match result {
+                Ok(connection) => connections.push(connection),
+                Err(err) => stats.borrow_mut().error(format!("subscriber: {err:#}")),
+            }
+        }
+    }
+    if connections.len() < subscribers {
+        bail!(
+            "only {} of {subscribers} subscribers could connect: {}",
+            connections.len(),
+            stats.borrow().first_errors.join("; ")
+        );
+    }
+    let mut tasks = Vec::new();
+    for mut connection in connections {
+        let (stats, sent_at, received, progress) = (
+            stats.clone(),
+            sent_at.clone(),
+            received.clone(),
+            progress.clone(),
+        );
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut decoder = Decoder::new(DecoderConfig {
+                role: Role::Client,
+                max_frame_size: 1 << 30,
+                max_message_size: 1 << 30,
+            });
+            loop {
+                let decoded = match decoder.decode(&mut connection.buf) {
+                    Ok(Some(decoded)) => decoded,
+                    Ok(None) => {
+                        connection.buf.reserve(16 << 10);
+                        match connection.stream.read_buf(&mut connection.buf).await {
+                            Ok(0) | Err(_) => {
+                                stats
+                                    .borrow_mut()
+                                    .error("a subscriber was disconnected".into());
+                                return;
+                            }
+                            Ok(_) => continue,
+                        }
+                    }
+                    Err(err) => {
+                        stats.borrow_mut().error(format!("subscriber: {err}"));
+                        return;
+                    }
+                };
+                let data = match &decoded {
+                    Decoded::Text(text) => text.as_bytes(),
+                    Decoded::Binary(data) => &data[..],
+                    _ => continue,
+                };
+                let Some(seq) = std::str::from_utf8(&data[..data.len().min(20)])
+                    .ok()
+                    .and_then(|head| head.split(' ').next()?.parse::<usize>().ok())
+                else {
+                    continue;
+                };
+                let at = sent_at.borrow().get(seq).copied();
+                if let Some(at) = at {
+                    let mut stats = stats.borrow_mut();
+                    stats.messages += 1;
+                    if let Some(latency) = stats.latency.as_mut() {
+                        let _ = latency.record(at.elapsed().as_micros().max(1) as u64);
+                    }
+                }
+                if let Some(count) = received.borrow_mut().get_mut(seq) {
+                    *count += 1;
+                }
+                progress.notify_one();
+            }
+        }));
+    }
+    // Subscriptions happen in on_open, and reach other nodes through the broker: give them a
+    // moment, then check that a first message reaches everyone before measuring.
+    let publish = with_query(&nodes[0], &format!("publish={topic}"));
+    let mut publisher = open(&publish, None, false).await?;
+    let filler = payload(args.size, false);
+    let message = |seq: usize| -> Vec<u8> {
+        let mut text = format!("{seq} ").into_bytes();
+        text.extend_from_slice(&filler[..args.size.saturating_sub(text.len())]);
+        let frame = OutFrame::new(Role::Client, OpCode::Text, text.into(), rand::random);
+        [frame.head(), &frame.payload()[..]].concat()
+    };
+    let everyone = |seq: usize| received.borrow().get(seq).copied().unwrap_or(0) >= subscribers;
+    // Warm-up: message 0 until everyone has one (subscriptions settle), not measured.
+    let warm = Instant::now();
+    loop {
+        let seq = sent_at.borrow().len();
+        sent_at.borrow_mut().push(Instant::now());
+        received.borrow_mut().push(0);
+        publisher.stream.write_all(&message(seq)).await?;
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while !everyone(seq) {
+                progress.notified().await;
+            }
+        })
+        .await;
+        if everyone(seq) {
+            break;
+        }
+        if warm.elapsed() > Duration::from_secs(15) {
+            bail!(
+                "after 15 s, {} of {subscribers} subscribers get the messages",
+                received.borrow()[seq]
+            );
+        }
+    }
+    {
+        let mut stats = stats.borrow_mut();
+        stats.messages = 0;
+        stats.latency.as_mut().expect("set above").reset();
+    }
+    let first = sent_at.borrow().len();
+    let began = Instant::now();
+    let deadline = began + Duration::from_secs_f64(args.duration);
+    let mut seq = first;
+    while Instant::now() < deadline {
+        // Up to FANOUT_WINDOW messages in flight.
+        if seq >= first + FANOUT_WINDOW as usize {
+            let waited = tokio::time::timeout(Duration::from_secs(10), async {
+                while !everyone(seq - FANOUT_WINDOW as usize) {
+                    progress.notified().await;
+                }
+            })
+            .await;
+            if waited.is_err() {
+                bail!(
+                    "message {} reached only {} of {subscribers} subscribers in 10 s",
+                    seq - FANOUT_WINDOW as usize,
+                    received.borrow()[seq - FANOUT_WINDOW as usize]
+                );
+            }
+        }
+        sent_at.borrow_mut().push(Instant::now());
+        received.borrow_mut().push(0);
+        publisher.stream.write_all(&message(seq)).await?;
+        seq += 1;
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    let stats = stats.borrow();
+    let latency = stats.latency.as_ref().expect("set above");
+    let quantile = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    let rate = stats.messages as f64 / elapsed;
+    let published = seq - first;
+    if args.json {
+        let json = serde_json::json!({
+            "url": args.url,
+            "nodes": nodes.len(),
+            "subscribers": subscribers,
+            "size": args.size,
+            "duration": elapsed,
+            "published": published,
+            "deliveries": stats.messages,
+            "deliveries_per_sec": rate,
+            "latency_ms": {"p50": quantile(0.5), "p99": quantile(0.99), "p999": quantile(0.999), "max": latency.max() as f64 / 1000.0},
+            "errors": stats.errors,
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "{subscribers} subscribers on {} node(s), {} bytes: {published} messages published, \
+             {} deliveries in {elapsed:.1} s = {rate:.0} deliveries/s; latency p50 {:.3} ms, \
+             p99 {:.3} ms; errors {}",
+            nodes.len(),
+            args.size,
+            stats.messages,
+            quantile(0.5),
+            quantile(0.99),
+            stats.errors
+        );
     }
     for task in tasks {
         task.abort();

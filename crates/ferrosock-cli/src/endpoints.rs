@@ -134,3 +134,54 @@ impl ConnectionHandler for ChatConnection {
         ws.wss().broadcast("Client disconnected", Some(ws.id()));
     }
 }
+
+/// Publish/subscribe by query string: `/pubsub?subscribe=T` (repeatable) receives what is
+/// published on T; each message sent on `/pubsub?publish=T` is published on T. With
+/// `--broker`, across every node.
+#[derive(Debug)]
+pub struct PubSub {
+    pub origins: Origins,
+}
+
+/// A connection of [`PubSub`]: its topics, from its URL.
+#[derive(Debug)]
+pub struct PubSubConnection {
+    subscribe: Vec<String>,
+    publish: Option<String>,
+}
+
+impl ServerHandler for PubSub {
+    type Connection = PubSubConnection;
+
+    fn on_connection(
+        &self,
+        _: &WebSocketServer<Self>,
+        event: ConnectionEvent,
+    ) -> Option<PubSubConnection> {
+        let request = &event.request;
+        if !self.origins.admit(request) {
+            return None;
+        }
+        let query = request.query();
+        Some(PubSubConnection {
+            subscribe: query.get_all("subscribe").map(str::to_owned).collect(),
+            publish: query.get("publish").map(str::to_owned),
+        })
+    }
+}
+
+impl ConnectionHandler for PubSubConnection {
+    type Server = PubSub;
+
+    fn on_open(&self, ws: &WebSocketConnection<PubSub>, _: OpenEvent) {
+        for topic in &self.subscribe {
+            ws.subscribe(topic);
+        }
+    }
+
+    fn on_message(&self, ws: &WebSocketConnection<PubSub>, event: MessageEvent) {
+        if let Some(topic) = &self.publish {
+            ws.wss().publish(topic, event.data);
+        }
+    }
+}

@@ -125,24 +125,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
             server_options.clone().path("/uppercase"),
         )?;
-        let mut chat_options = server_options.clone().path("/chat");
-        match args.broker.as_deref() {
-            Some(url) if url.starts_with("nats") => {
-                chat_options = chat_options
-                    .broker(ferrosock::broker::NatsBroker::new(url)?.prefix("ferrosock.chat"));
-            }
-            Some(url) => {
-                chat_options = chat_options
-                    .broker(ferrosock::broker::RedisBroker::new(url)?.prefix("ferrosock:chat:"));
-            }
-            None => {}
-        }
+        let spanning = |path: &str, name: &str| -> Result<ServerOptions, ferrosock::Error> {
+            let options = server_options.clone().path(path);
+            Ok(match args.broker.as_deref() {
+                Some(url) if url.starts_with("nats") || url.starts_with("tls") => options.broker(
+                    ferrosock::broker::NatsBroker::new(url)?.prefix(format!("ferrosock.{name}")),
+                ),
+                Some(url) => options.broker(
+                    ferrosock::broker::RedisBroker::new(url)?.prefix(format!("ferrosock:{name}:")),
+                ),
+                None => options,
+            })
+        };
         WebSocketServer::new(
             &web,
             endpoints::Chat {
                 origins: origins.clone(),
             },
-            chat_options,
+            spanning("/chat", "chat")?,
+        )?;
+        WebSocketServer::new(
+            &web,
+            endpoints::PubSub {
+                origins: origins.clone(),
+            },
+            spanning("/pubsub", "pubsub")?,
         )?;
         Ok(())
     };
@@ -151,10 +158,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let across = args
         .broker
         .as_deref()
-        .map(|url| format!("; /chat across the nodes of {}", redact(url)))
+        .map(|url| format!("; /chat and /pubsub across the nodes of {}", redact(url)))
         .unwrap_or_default();
     eprintln!(
-        "ferrosock serve: http://{addr}/ (WebSocket endpoints ws://{addr}/echo, /uppercase, /chat{across})"
+        "ferrosock serve: http://{addr}/ (WebSocket endpoints ws://{addr}/echo, /uppercase, /chat, /pubsub{across})"
     );
     run_until_signal(&web).await
 }

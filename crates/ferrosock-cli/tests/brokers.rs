@@ -292,3 +292,42 @@ fn a_bad_broker_url_is_one_line() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--broker"), "{stderr}");
 }
+
+/// `/pubsub` across two nodes, driven by `ferrosock bench --fanout`: every message reaches
+/// every subscriber of both nodes.
+#[test]
+fn pubsub_fanout_across_two_nodes() {
+    if !Kind::Redis.available() {
+        return;
+    }
+    let port = free_port();
+    let _redis = Kind::Redis.start(port);
+    let url = Kind::Redis.url(port);
+    let (_one, addr1) = spawn(&["serve", "--listen", "127.0.0.1:0", "--broker", &url]);
+    let (_two, addr2) = spawn(&["serve", "--listen", "127.0.0.1:0", "--broker", &url]);
+    let output = ferrosock(&[
+        "bench",
+        &format!("ws://{addr1}/pubsub"),
+        "--node",
+        &format!("ws://{addr2}/pubsub"),
+        "--fanout",
+        "60",
+        "-s",
+        "64",
+        "-d",
+        "1",
+        "--json",
+    ]);
+    let stderr = stderr_of(&output);
+    assert!(output.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["errors"], 0, "{json}");
+    assert_eq!(json["nodes"], 2);
+    let published = json["published"].as_u64().unwrap();
+    let deliveries = json["deliveries"].as_u64().unwrap();
+    assert!(published > 10, "{json}");
+    // Every message once to each of the 60 subscribers; the last few may still be on their
+    // way when the measurement stops.
+    assert!(deliveries <= published * 60, "{json}");
+    assert!(deliveries >= (published - 4) * 60, "{json}");
+}
