@@ -126,10 +126,10 @@ impl<H: ServerHandler> WebSocketConnection<H> {
 
     /// Unsubscribes this connection from `topic`. Returns whether it was subscribed.
     pub fn unsubscribe(&self, topic: &str) -> bool {
-        let removed = self
-            .topic_set()
-            .as_mut()
-            .is_some_and(|mine| mine.remove(topic));
+        // The server's map changes under the connection's lock, as in `subscribe`, so that
+        // the two always agree.
+        let mut topics = self.topic_set();
+        let removed = topics.as_mut().is_some_and(|mine| mine.remove(topic));
         if removed {
             self.inner.wss.remove_subscriber(topic, self.id());
         }
@@ -146,8 +146,8 @@ impl<H: ServerHandler> WebSocketConnection<H> {
 
     /// At the end of the connection: out of every topic, and no subscribing any more.
     pub(crate) fn leave_topics(&self) {
-        let topics = self.topic_set().take().unwrap_or_default();
-        for topic in topics {
+        let mut topics = self.topic_set();
+        for topic in topics.take().unwrap_or_default() {
             self.inner.wss.remove_subscriber(&topic, self.id());
         }
     }
