@@ -87,6 +87,17 @@ impl HttpResponse {
     }
 }
 
+/// One masked client frame, as the bytes on the wire.
+pub fn client_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    let mut header = ferrosock::proto::FrameHeader::new(opcode, payload.len() as u64, Some(key));
+    header.fin = fin;
+    let mut masked = payload.to_vec();
+    ferrosock::proto::mask::apply_mask(&mut masked, key);
+    let frame = OutFrame::with_header(header, masked.into());
+    [frame.head(), &frame.payload()[..]].concat()
+}
+
 /// An upgrade request for `path` with the usual headers plus `extra` lines ("Name: value").
 pub fn upgrade_request(path: &str, extra: &[&str]) -> String {
     let mut request = format!(
@@ -142,17 +153,7 @@ impl RawClient {
 
     /// Sends one masked frame.
     pub async fn send_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
-        let mut header = ferrosock::proto::FrameHeader::new(
-            opcode,
-            payload.len() as u64,
-            Some([0x37, 0xfa, 0x21, 0x3d]),
-        );
-        header.fin = fin;
-        let mut masked = payload.to_vec();
-        ferrosock::proto::mask::apply_mask(&mut masked, [0x37, 0xfa, 0x21, 0x3d]);
-        let frame = OutFrame::with_header(header, masked.into());
-        self.send_raw(&[frame.head(), frame.payload()].concat())
-            .await;
+        self.send_raw(&client_frame(fin, opcode, payload)).await;
     }
 
     pub async fn send_text(&mut self, text: &str) {

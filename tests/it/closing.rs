@@ -420,8 +420,11 @@ async fn stopping_under_load_delivers_every_message_sent_before_the_close_reply(
                     tokio::spawn(async move {
                         let mut sent = 0u64;
                         while !closing.load(Ordering::Acquire) {
-                            let frame =
-                                client_frame(OpCode::Text, format!("c{id}:{sent}").as_bytes());
+                            let frame = client_frame(
+                                true,
+                                OpCode::Text,
+                                format!("c{id}:{sent}").as_bytes(),
+                            );
                             write.write_all(&frame).await.unwrap();
                             sent += 1;
                             if sent.is_multiple_of(8) {
@@ -430,7 +433,7 @@ async fn stopping_under_load_delivers_every_message_sent_before_the_close_reply(
                         }
                         // The close reply comes after every message sent.
                         write
-                            .write_all(&client_frame(OpCode::Close, &[0x03, 0xe8]))
+                            .write_all(&client_frame(true, OpCode::Close, &[0x03, 0xe8]))
                             .await
                             .unwrap();
                         sent
@@ -468,14 +471,4 @@ async fn stopping_under_load_delivers_every_message_sent_before_the_close_reply(
         total += sent;
     }
     assert!(total > 200, "the clients did stream ({total} messages)");
-}
-
-/// One masked client frame.
-fn client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
-    let key = [1, 2, 3, 4];
-    let header = ferrosock::proto::FrameHeader::new(opcode, payload.len() as u64, Some(key));
-    let mut masked = payload.to_vec();
-    ferrosock::proto::mask::apply_mask(&mut masked, key);
-    let frame = ferrosock::proto::OutFrame::with_header(header, masked.into());
-    [frame.head(), &frame.payload()[..]].concat()
 }

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use ferrosock::proto::{Decoded, Decoder, DecoderConfig, FrameHeader, OpCode, OutFrame, Role};
-use ferrosock_tests::{upgrade_request, within_for, RawClient};
+use ferrosock::proto::{Decoded, Decoder, DecoderConfig, OpCode, OutFrame, Role};
+use ferrosock_tests::{client_frame, upgrade_request, within_for, RawClient};
 use futures_util::future::join_all;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -30,17 +30,6 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 fn serve(flags: &[&str]) -> (Server, SocketAddr) {
     let (server, addr) = spawn(&[&["serve", "--listen", "127.0.0.1:0"], flags].concat());
     (server, addr.parse().unwrap())
-}
-
-/// One masked client frame, as bytes.
-fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
-    let key = [0x37, 0xfa, 0x21, 0x3d];
-    let mut header = FrameHeader::new(opcode, payload.len() as u64, Some(key));
-    header.fin = fin;
-    let mut masked = payload.to_vec();
-    ferrosock::proto::mask::apply_mask(&mut masked, key);
-    let frame = OutFrame::with_header(header, masked.into());
-    [frame.head(), &frame.payload()[..]].concat()
 }
 
 /// A WebSocket connection split in halves, for a writer that floods while a reader watches.
@@ -261,7 +250,7 @@ async fn ping_and_fragment_floods_stay_bounded_and_do_not_starve_others() {
     // A ping flood from a client that never reads its pongs: up to a million pings of 125
     // bytes (131 MB) would queue 125 MB of pongs, far over the 1 MiB budget.
     let mut pinger = Split::connect(addr, "/echo").await;
-    let ping = frame(true, OpCode::Ping, &[b'p'; 125]);
+    let ping = client_frame(true, OpCode::Ping, &[b'p'; 125]);
     let pings = tokio::spawn(async move {
         let burst = ping.repeat(1000);
         for _ in 0..1000 {
@@ -275,8 +264,8 @@ async fn ping_and_fragment_floods_stay_bounded_and_do_not_starve_others() {
     // past the 1 MiB message limit.
     let mut fragmenter = Split::connect(addr, "/echo").await;
     let flood = tokio::spawn(async move {
-        let first = frame(false, OpCode::Text, b"a");
-        let next = frame(false, OpCode::Continuation, b"a");
+        let first = client_frame(false, OpCode::Text, b"a");
+        let next = client_frame(false, OpCode::Continuation, b"a");
         let burst = next.repeat(10_000);
         let _ = fragmenter.write.write_all(&first).await;
         for _ in 0..200 {
@@ -522,7 +511,7 @@ async fn shutdown_under_load(clients: usize) {
                 let (mut sent, mut echoed) = (0u64, 0u64);
                 loop {
                     while sent < echoed + 4 {
-                        let message = frame(true, OpCode::Text, sent.to_string().as_bytes());
+                        let message = client_frame(true, OpCode::Text, sent.to_string().as_bytes());
                         if client.write.write_all(&message).await.is_err() {
                             break;
                         }
