@@ -218,6 +218,34 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// The queue between a broker's `publish`, which never waits, and its publishing task, which
+/// sends in order: bounded, dropping what does not fit.
+#[cfg(any(feature = "redis", feature = "nats"))]
+#[derive(Debug, Default)]
+pub(crate) struct Outbox(std::sync::OnceLock<tokio::sync::mpsc::Sender<(String, Bytes)>>);
+
+#[cfg(any(feature = "redis", feature = "nats"))]
+impl Outbox {
+    /// Messages waiting for the broker; more are dropped (it is slower than the publishers).
+    const LEN: usize = 16 * 1024;
+
+    /// Opens the queue and returns its receiving end; `None` if it was open already (a broker
+    /// serves one server).
+    pub(crate) fn open(&self) -> Option<tokio::sync::mpsc::Receiver<(String, Bytes)>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(Self::LEN);
+        self.0.set(tx).ok().map(|()| rx)
+    }
+
+    /// Queues a message for `channel` (the broker's own name for it), or drops it.
+    pub(crate) fn push(&self, channel: String, payload: Bytes) {
+        if let Some(tx) = self.0.get() {
+            if tx.try_send((channel, payload)).is_err() {
+                tracing::debug!("broker publishing queue full: message dropped");
+            }
+        }
+    }
+}
+
 /// Reconnection delays: 100 ms doubling to 5 s.
 #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
 pub(crate) fn backoff(attempt: u32) -> Duration {

@@ -10,11 +10,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{Broker, BrokerInbox, Channel};
+use super::{Broker, BrokerInbox, Channel, Outbox};
 use crate::error::{Error, ErrorKind};
-
-/// Messages waiting to be handed to the NATS client; more are dropped.
-const OUTBOX: usize = 16 * 1024;
 
 /// NATS (core, at most once) as a [`Broker`] (feature `nats`).
 ///
@@ -35,7 +32,7 @@ pub struct NatsBroker {
     url: String,
     prefix: String,
     client: Arc<OnceLock<async_nats::Client>>,
-    outbox: OnceLock<mpsc::Sender<(String, Bytes)>>,
+    outbox: Outbox,
 }
 
 impl NatsBroker {
@@ -58,7 +55,7 @@ impl NatsBroker {
             url: url.to_owned(),
             prefix: "ferrosock".to_owned(),
             client: Arc::new(OnceLock::new()),
-            outbox: OnceLock::new(),
+            outbox: Outbox::default(),
         })
     }
 
@@ -130,11 +127,10 @@ impl fmt::Debug for NatsBroker {
 
 impl Broker for NatsBroker {
     fn start(&self, inbox: BrokerInbox) {
-        let (tx, rx) = mpsc::channel(OUTBOX);
-        if self.outbox.set(tx).is_err() {
+        let Some(rx) = self.outbox.open() else {
             tracing::error!("a NatsBroker serves one WebSocketServer: give each its own");
             return;
-        }
+        };
         let (url, prefix, client) = (self.url.clone(), self.prefix.clone(), self.client.clone());
         inbox
             .runtime()
@@ -150,11 +146,7 @@ impl Broker for NatsBroker {
         if !up {
             return; // an outage: not replayed later
         }
-        if let Some(outbox) = self.outbox.get() {
-            if outbox.try_send((self.subject(channel), payload)).is_err() {
-                tracing::debug!("NATS publishing queue full: message dropped");
-            }
-        }
+        self.outbox.push(self.subject(channel), payload);
     }
 }
 

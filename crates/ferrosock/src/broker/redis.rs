@@ -2,18 +2,14 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{backoff, Broker, BrokerInbox, Channel};
+use super::{backoff, Broker, BrokerInbox, Channel, Outbox};
 use crate::error::{Error, ErrorKind};
-
-/// Messages waiting for the publishing connection; more are dropped (the broker is slower
-/// than the publishers, or down).
-const OUTBOX: usize = 16 * 1024;
 
 /// Redis pub/sub as a [`Broker`] (feature `redis`).
 ///
@@ -36,7 +32,7 @@ pub struct RedisBroker {
     prefix: String,
     /// Whether the subscribed connection is up: while it is not, publishing drops.
     up: Arc<AtomicBool>,
-    outbox: OnceLock<mpsc::Sender<(String, Bytes)>>,
+    outbox: Outbox,
 }
 
 impl RedisBroker {
@@ -54,7 +50,7 @@ impl RedisBroker {
             client,
             prefix: "ferrosock:".to_owned(),
             up: Arc::new(AtomicBool::new(false)),
-            outbox: OnceLock::new(),
+            outbox: Outbox::default(),
         })
     }
 
@@ -104,11 +100,10 @@ impl fmt::Debug for RedisBroker {
 
 impl Broker for RedisBroker {
     fn start(&self, inbox: BrokerInbox) {
-        let (tx, rx) = mpsc::channel(OUTBOX);
-        if self.outbox.set(tx).is_err() {
+        let Some(rx) = self.outbox.open() else {
             tracing::error!("a RedisBroker serves one WebSocketServer: give each its own");
             return;
-        }
+        };
         let runtime = inbox.runtime().clone();
         runtime.spawn(subscribe(
             self.client.clone(),
@@ -123,14 +118,7 @@ impl Broker for RedisBroker {
         if !self.up.load(Ordering::Acquire) {
             return; // an outage: not replayed later
         }
-        if let Some(outbox) = self.outbox.get() {
-            if outbox
-                .try_send((self.channel_name(channel), payload))
-                .is_err()
-            {
-                tracing::debug!("Redis publishing queue full: message dropped");
-            }
-        }
+        self.outbox.push(self.channel_name(channel), payload);
     }
 }
 
