@@ -770,3 +770,170 @@ pub fn switching_protocols(key: &str) -> String {
         accept.to_str().unwrap()
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// A peer server process, killed when dropped.
+pub struct PeerServer {
+    child: std::process::Child,
+    /// The port it listens on, on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A WebSocket server nobody here wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// Python `websockets` (tests/interop/python_server.py).
+    Python,
+    /// Node `ws` (tests/interop/node_server.mjs).
+    Node,
+    /// `../shared/tools/uws/uws_echo_deflate`: uWebSockets' echo server with its dedicated
+    /// compressor (permessage-deflate with context takeover). Echoes only.
+    UwsDeflate,
+}
+
+/// The repository's root folder.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+impl PeerServer {
+    /// Starts the peer on a port of its own choosing, or returns `None` when it is not
+    /// installed (outside CI).
+    pub fn start(peer: Peer, pki: Option<&TestPki>, deflate: &str) -> Option<PeerServer> {
+        let root = repo_root();
+        let peers = root.join(".peers");
+        let uws = root.join("../shared/tools/uws/uws_echo_deflate");
+        let (program, script, installed) = match peer {
+            Peer::Python => (
+                peers.join("py/bin/python"),
+                Some(root.join("tests/interop/python_server.py")),
+                peers.join("py/bin/python"),
+            ),
+            Peer::Node => (
+                std::path::PathBuf::from("node"),
+                Some(root.join("tests/interop/node_server.mjs")),
+                peers.join("node/node_modules/ws"),
+            ),
+            Peer::UwsDeflate => (uws.clone(), None, uws),
+        };
+        if !installed.exists() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{peer:?} peer missing ({}): run scripts/install-peers",
+                installed.display()
+            );
+            eprintln!("{peer:?} peer not installed: skipped (scripts/install-peers installs it)");
+            return None;
+        }
+        let mut command = std::process::Command::new(program);
+        if let Some(script) = script {
+            // Port 0: the peer binds a free port itself and prints it ("READY PORT").
+            command
+                .arg(script)
+                .arg("0")
+                .env("NODE_PATH", peers.join("node/node_modules"))
+                .arg("--deflate")
+                .arg(deflate);
+            if let Some(pki) = pki {
+                command.arg("--tls").arg(&pki.cert).arg(&pki.key);
+            }
+        } else {
+            // uWebSockets binds port 0 to a free port but prints the 0: the port is read from
+            // the process's listening socket.
+            command.arg("0");
+        }
+        command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        let mut child = command.spawn().expect("the peer server starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+            let ready = lines.next().and_then(Result::ok);
+            let _ = tx.send(ready);
+            // Keep draining, so that the peer never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let ready = rx.recv_timeout(Duration::from_secs(30));
+        let port = match (peer, &ready) {
+            (Peer::UwsDeflate, Ok(Some(line))) if line.starts_with("Listening") => {
+                listening_port(child.id(), Duration::from_secs(30))
+            }
+            (_, Ok(Some(line))) => line
+                .strip_prefix("READY ")
+                .and_then(|port| port.trim().parse().ok())
+                .unwrap_or(0),
+            _ => 0,
+        };
+        if port == 0 {
+            let _ = child.kill();
+            panic!("{peer:?} peer server did not start: {ready:?}");
+        }
+        Some(PeerServer { child, port })
+    }
+}
+
+/// The TCP port process `pid` listens on (its first listening socket), read from /proc once it
+/// appears: for peers that bind port 0 without saying which port they got. Waits up to
+/// `limit` for the socket; panics after that.
+pub fn listening_port(pid: u32, limit: Duration) -> u16 {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(port) = listening_port_now(pid) {
+            return port;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} listens on no TCP port after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn listening_port_now(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|entry| {
+            let target = std::fs::read_link(entry.ok()?.path()).ok()?;
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            if *state == "0A" && inodes.iter().any(|i| i == inode) {
+                let port = local.rsplit(':').next()?;
+                return u16::from_str_radix(port, 16).ok();
+            }
+        }
+    }
+    None
+}

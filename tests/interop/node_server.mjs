@@ -1,10 +1,11 @@
 // A WebSocket server on Node `ws`, for testing ferrosock's client against a peer nobody here
 // wrote. Same commands as python_server.py.
 //
-// Usage: node node_server.mjs PORT [--tls CERT KEY] [--deflate MODE]   (NODE_PATH must hold `ws`)
+// Usage: node node_server.mjs PORT [--tls CERT KEY] [--deflate MODE]   (NODE_PATH must hold `ws`;
+//        PORT 0: a free port)
 //   MODE: off (default), on (ws's defaults: threshold 1024, 15-bit windows), server-nct,
 //         client-nct (as in python_server.py)
-// Prints READY on stdout once it listens.
+// Prints "READY PORT" on stdout once it listens, with the port it listens on.
 
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
@@ -84,4 +85,4 @@ wss.on("connection", (ws, request) => {
   });
 });
 
-server.listen(Number(portArg), "127.0.0.1", () => console.log("READY"));
+server.listen(Number(portArg), "127.0.0.1", () => console.log(`READY ${server.address().port}`));

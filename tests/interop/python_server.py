@@ -1,11 +1,11 @@
 """A WebSocket server on Python `websockets`, for testing ferrosock's client against a peer
 nobody here wrote.
 
-Usage: python_server.py PORT [--tls CERT KEY] [--deflate MODE]
+Usage: python_server.py PORT [--tls CERT KEY] [--deflate MODE]   (PORT 0: a free port)
   MODE: off (default), on (websockets' own defaults: windows of 12 bits, memLevel 5),
         server-nct (the server does not take over its context), client-nct (the server asks the
         client not to)
-Prints READY on stdout once it listens. Per message:
+Prints "READY PORT" on stdout once it listens, with the port it listens on. Per message:
   "close:CODE:REASON"   closes the connection with CODE and REASON
   "fragments:N:TEXT"    sends TEXT as one text message in N fragments
   "big:N"               sends a binary message of N bytes (byte i is i % 251)
@@ -91,8 +91,9 @@ async def main():
             mode = args.pop(0)
         else:
             sys.exit(f"unknown argument {flag}")
-    async with serve(handle, "127.0.0.1", port, ssl=context, max_size=None, **deflate_options(mode)):
-        print("READY", flush=True)
+    async with serve(handle, "127.0.0.1", port, ssl=context, max_size=None, **deflate_options(mode)) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        print(f"READY {port}", flush=True)
         await asyncio.get_running_loop().create_future()
 
 

@@ -4,9 +4,6 @@
 //! The peers are installed by scripts/install-peers. Without them these tests say so and pass,
 //! except under CI=true, where a missing peer is a failure.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ferrosock::{
@@ -15,91 +12,6 @@ use ferrosock::{
 };
 use ferrosock_tests::*;
 use tokio::sync::mpsc;
-
-/// A peer server process, killed when dropped.
-struct PeerServer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for PeerServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Peer {
-    Python,
-    Node,
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-impl PeerServer {
-    /// Starts the peer on a free port, or returns `None` when it is not installed (outside CI).
-    fn start(peer: Peer, pki: Option<&TestPki>, deflate: &str) -> Option<PeerServer> {
-        let root = repo_root();
-        let peers = root.join(".peers");
-        let (program, script, installed) = match peer {
-            Peer::Python => (
-                peers.join("py/bin/python"),
-                root.join("tests/interop/python_server.py"),
-                peers.join("py/bin/python"),
-            ),
-            Peer::Node => (
-                PathBuf::from("node"),
-                root.join("tests/interop/node_server.mjs"),
-                peers.join("node/node_modules/ws"),
-            ),
-        };
-        if !installed.exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{peer:?} peer missing ({}): run scripts/install-peers",
-                installed.display()
-            );
-            eprintln!("{peer:?} peer not installed: skipped (scripts/install-peers installs it)");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut command = Command::new(program);
-        command
-            .arg(script)
-            .arg(port.to_string())
-            .env("NODE_PATH", peers.join("node/node_modules"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if let Some(pki) = pki {
-            command.arg("--tls").arg(&pki.cert).arg(&pki.key);
-        }
-        command.arg("--deflate").arg(deflate);
-        let mut child = command.spawn().expect("the peer server starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let ready = BufReader::new(stdout).lines().next().and_then(Result::ok);
-            let _ = tx.send(ready);
-        });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(Some(line)) if line == "READY" => Some(PeerServer { child, port }),
-            other => {
-                let _ = child.kill();
-                panic!("{peer:?} peer server did not start: {other:?}");
-            }
-        }
-    }
-}
 
 async fn client(
     url: &str,
@@ -468,4 +380,157 @@ async fn permessage_deflate_against_python_websockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permessage_deflate_against_node_ws() {
     deflate_matrix(Peer::Node).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// uWebSockets with context takeover (issue #10)
+
+/// A TCP relay to `target` for one connection, counting the bytes each way: (port, from the
+/// server, from the client). A byte is counted before it is passed on.
+async fn counting_relay(
+    target: u16,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (from_server, from_client) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let counts = (from_server.clone(), from_client.clone());
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let server = tokio::net::TcpStream::connect(("127.0.0.1", target))
+            .await
+            .unwrap();
+        let (client_read, client_write) = client.into_split();
+        let (server_read, server_write) = server.into_split();
+        tokio::spawn(pump(client_read, server_write, counts.1));
+        pump(server_read, client_write, counts.0).await;
+    });
+    (port, from_server, from_client)
+}
+
+/// Copies `from` to `to`, counting the bytes.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                count.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// uWebSockets' echo server with its dedicated compressor answers an offer without its
+/// server-side parameters (issue #10: the default client refused the answer). The default client
+/// connects with compression; a client that keeps its context (15-bit window, context takeover
+/// offered) sends messages whose back-references reach up to 8 KiB into the messages before, and
+/// uWebSockets' decompressor, which kept its context too, echoes them intact. (This peer sends
+/// its own echoes uncompressed whatever their size: seen with RSV1 never set from 100 B to
+/// 20 KB; the client's decompression with context is tested against a raw server in
+/// tests/it/client.rs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permessage_deflate_against_uwebsockets_with_context_takeover() {
+    use std::sync::atomic::Ordering;
+    let Some(server) = PeerServer::start(Peer::UwsDeflate, None, "on") else {
+        return;
+    };
+
+    // The default client: compression on offer, and uWebSockets' answer accepted.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let ws = WebSocket::connect(&format!("ws://127.0.0.1:{}/", server.port), Collector(tx))
+        .await
+        .expect("the default client connects to uWebSockets");
+    let agreed = ws.compression().expect("permessage-deflate negotiated");
+    assert_eq!(
+        (agreed.decompress_window_bits, agreed.decompress_reset),
+        (15, false),
+        "uWebSockets keeps its 15-bit context: {agreed:?}"
+    );
+    assert!(agreed.compress_reset, "the client compresses as it offered");
+    for message in deflate_messages()
+        .into_iter()
+        .filter(|m| size(m) <= 1 << 20)
+    {
+        ws.send(message.clone()).unwrap();
+        let echo = within_for(BIG, "an echo", rx.recv()).await.unwrap();
+        assert!(
+            echo == message,
+            "a {} message came back different",
+            describe(&message)
+        );
+    }
+    ws.terminate();
+    within("closed", ws.closed()).await;
+
+    // A client that keeps its compression context, through a relay that counts what it sends.
+    let (port, _from_server, from_client) = counting_relay(server.port).await;
+    let takeover = PerMessageDeflate::default()
+        .client_no_context_takeover(false)
+        .client_max_window_bits(15);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let ws = WebSocket::connect_with(
+        &format!("ws://127.0.0.1:{port}/"),
+        Collector(tx),
+        ClientOptions::default().deflate(takeover),
+    )
+    .await
+    .unwrap();
+    let agreed = ws.compression().expect("permessage-deflate negotiated");
+    assert_eq!(
+        (agreed.compress_window_bits, agreed.compress_reset),
+        (15, false)
+    );
+
+    // Hex digits of a fixed LCG: nothing DEFLATE can use inside one message, so a short
+    // message on the wire can only be back-references into the messages before.
+    let mut state = 0x2545_f491_u32;
+    let noise: String = (0..8192)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            char::from_digit(state >> 28, 16).unwrap()
+        })
+        .collect();
+    let messages = [
+        noise.clone(),
+        noise.clone(),                                   // 8 KiB back
+        format!("{}{}", &noise[..3000], &noise[6000..]), // 8 KiB back, then 5 KiB back
+        noise[4096..].to_owned(),                        // 9 KiB back
+    ];
+    let mut wire = Vec::new();
+    for message in &messages {
+        let before = from_client.load(Ordering::SeqCst);
+        ws.send(message.as_str()).unwrap();
+        let echo = within("an echo", rx.recv()).await.unwrap();
+        assert_eq!(
+            echo.as_text(),
+            Some(message.as_str()),
+            "uWebSockets decoded it"
+        );
+        wire.push(from_client.load(Ordering::SeqCst) - before);
+    }
+    assert!(
+        wire[0] > 3000 && wire[1..].iter().all(|&bytes| bytes < 1000),
+        "bytes sent per message: {wire:?} (the later ones must be back-references)"
+    );
+    ws.terminate();
+    within("closed", ws.closed()).await;
+}
+
+fn size(message: &Message) -> usize {
+    message.as_text().map_or(0, str::len) + message.as_blob().map_or(0, |b| b.len())
 }

@@ -17,6 +17,7 @@ use crate::error::{panic_message, Error, ErrorKind};
 use crate::event::{ErrorEvent, ErrorInfo, MessageEvent, OpenEvent, TerminateEvent};
 use crate::message::{DataType, Message};
 use crate::proto::close::MAX_REASON_LEN;
+use crate::proto::deflate::Negotiated;
 use crate::proto::{CloseCode, Role};
 
 /// A WebSocket client connection (4D's `4D.WebSocket`).
@@ -61,6 +62,8 @@ struct ClientInner<H> {
     shared: Shared,
     /// True once `on_terminate` has run.
     ended: watch::Sender<bool>,
+    /// permessage-deflate as the opening handshake settled it; unset until then.
+    compression: std::sync::OnceLock<Option<Negotiated>>,
 }
 
 /// What a connection attempt needs, checked before anything is spawned.
@@ -158,6 +161,7 @@ impl<H: ClientHandler> WebSocket<H> {
                 handler,
                 shared,
                 ended: watch::Sender::new(false),
+                compression: std::sync::OnceLock::new(),
             }),
         };
         Ok((
@@ -174,6 +178,7 @@ impl<H: ClientHandler> WebSocket<H> {
     fn open(&self, established: &Established, options: &ClientOptions) -> DriverConfig {
         // Before `Connected`: a send from on_open already goes the compressing way.
         self.inner.shared.set_deflate(established.deflate.as_ref());
+        let _ = self.inner.compression.set(established.deflate);
         self.inner.shared.set_connected();
         self.guard("on_open", |h, ws| h.on_open(ws, OpenEvent::new()));
         DriverConfig::new(Role::Client, &options.limits)
@@ -223,6 +228,18 @@ impl<H: ClientHandler> WebSocket<H> {
     /// Exactly the URL given to `new` or `connect`.
     pub fn url(&self) -> &str {
         &self.inner.url
+    }
+
+    /// permessage-deflate as the opening handshake settled it: `None` when the server declined
+    /// it (or it was not offered), and while the socket is still connecting.
+    ///
+    /// A server may leave out of its answer the server-side parameters the client asked for
+    /// (uWebSockets-based servers do): the client then decompresses with what the answer
+    /// says, a window of up to 15 bits kept for the connection (`decompress_window_bits` 15,
+    /// `decompress_reset` false), which costs it an inflate context of about 51 KiB for the
+    /// connection's life (docs/DEFLATE.md). See [`PerMessageDeflate`](crate::PerMessageDeflate).
+    pub fn compression(&self) -> Option<Negotiated> {
+        self.inner.compression.get().copied().flatten()
     }
 
     /// Sends a message: a `Text` as a text frame, a `Blob` as a binary frame, an `Object` as a
@@ -294,6 +311,7 @@ impl<H: ClientHandler> WebSocket<H> {
         self.inner.shared.command(Command::Close {
             code,
             reason: reason.to_owned(),
+            timeout: None,
         });
     }
 
@@ -327,19 +345,23 @@ impl<H: ClientHandler> Callbacks for ClientCallbacks<H> {
             Ok(data) => self.ws.guard("on_message", |h, ws| {
                 h.on_message(ws, MessageEvent { data })
             }),
-            // A client's error ends its processing (SPEC §4): fail with 1007.
-            Err(err) => self.ws.inner.shared.command(Command::Fail {
-                code: CloseCode::INVALID_PAYLOAD,
-                reason: "message is not valid JSON".to_owned(),
-                cause: format!("message is not valid JSON: {err}"),
-                discard_queued: false,
-            }),
+            // As on the server (SPEC §3, §4): reported, not delivered, the connection stays open.
+            Err(err) => {
+                let info = ErrorInfo::new(
+                    ErrorInfo::INVALID_JSON,
+                    format!("message is not valid JSON: {err}"),
+                    ErrorInfo::JSON,
+                );
+                self.ws.guard("on_error", |h, ws| {
+                    h.on_error(ws, ErrorEvent::new(vec![info]))
+                });
+            }
         }
     }
 
     fn on_end(self, ending: Ending) {
         let ws = self.ws;
-        if !ending.code.is_normal() {
+        if ending.is_error() {
             let info = ErrorInfo::close(ending.code, ending.cause.as_deref());
             ws.guard("on_error", |h, ws| {
                 h.on_error(ws, ErrorEvent::new(vec![info]))

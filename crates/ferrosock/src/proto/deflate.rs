@@ -343,6 +343,14 @@ impl Offer {
         response: &Params,
         own_bits: u8,
     ) -> Result<Negotiated, NegotiationError> {
+        // The server-side parameters of an offer are requests the server may leave out of its
+        // answer: uWebSockets-based servers (uWebSockets.js, Bun with a dedicated compressor)
+        // answer `server_max_window_bits` and `server_no_context_takeover` by ignoring them,
+        // and only read the first offer. RFC 7692 §7.1.2.1 reads an omission as "declined";
+        // the answer still tells what the server does — the default, a window of up to 15 bits
+        // kept from message to message — and this side can always decompress that, at the
+        // price of an inflate context kept for the connection (docs/DEFLATE.md). Browsers
+        // accept the same answers. Only an answer that contradicts the offer fails.
         let server_bits = match (response.server_max_window_bits, self.server_max_window_bits) {
             (Some(bits), Some(asked)) if bits > asked => {
                 return Err(NegotiationError::new(format!(
@@ -350,18 +358,8 @@ impl Offer {
                 )))
             }
             (Some(bits), _) => bits,
-            (None, Some(_)) => {
-                return Err(NegotiationError::new(
-                    "the server ignored the offered server_max_window_bits",
-                ))
-            }
-            (None, None) => 15,
+            (None, _) => 15,
         };
-        if self.server_no_context_takeover && !response.server_no_context_takeover {
-            return Err(NegotiationError::new(
-                "the server ignored the offered server_no_context_takeover",
-            ));
-        }
         // A server may ask for a smaller window than the client promised, or answer with a
         // larger one (it may ignore the promise, §7.1.2.2): the client keeps to the smaller.
         let client_bits = match response.client_max_window_bits {
@@ -931,7 +929,6 @@ mod tests {
         .unwrap();
         assert!(fallback.compress_reset);
         for bad in [
-            "permessage-deflate", // ignored server_max_window_bits=12
             "permessage-deflate; server_max_window_bits=13", // more than offered
             "permessage-deflate; server_max_window_bits=12; client_max_window_bits", // no value
             "permessage-deflate; server_max_window_bits=12; bogus",
@@ -940,9 +937,15 @@ mod tests {
         ] {
             assert!(ok(&d, bad).is_err(), "{bad}");
         }
-        let strict = full().server_no_context_takeover(true);
-        assert!(ok(&strict, "permessage-deflate").is_err());
-        assert!(ok(&strict, "permessage-deflate; server_no_context_takeover").is_ok());
+        let asks_reset = full().server_no_context_takeover(true);
+        assert!(
+            ok(
+                &asks_reset,
+                "permessage-deflate; server_no_context_takeover"
+            )
+            .unwrap()
+            .decompress_reset
+        );
         // The defaults: both resets are part of the one offer.
         let defaults = PerMessageDeflate::default();
         let agreed = ok(
@@ -951,10 +954,48 @@ mod tests {
         )
         .unwrap();
         assert!(agreed.compress_reset && agreed.decompress_reset);
-        assert!(
-            ok(&defaults, "permessage-deflate; server_max_window_bits=12").is_err(),
-            "ignored server_no_context_takeover"
-        );
+    }
+
+    /// uWebSockets' servers answer the default offer without its server-side parameters
+    /// (`../shared/tools/uws/uws_echo_deflate`): the client decompresses what the answer says
+    /// the server does — a 15-bit window kept between messages — and keeps compressing its
+    /// own messages as it offered (no context takeover, 12 bits).
+    #[test]
+    fn a_server_that_leaves_out_the_server_parameters_is_decompressed_with_its_defaults() {
+        let defaults = PerMessageDeflate::default();
+        for answer in [
+            "permessage-deflate",
+            "permessage-deflate; client_no_context_takeover",
+            "permessage-deflate; server_max_window_bits=12", // context kept
+            "permessage-deflate; server_no_context_takeover", // 15-bit window
+        ] {
+            let agreed = defaults.client_accept([answer.as_bytes()]).unwrap();
+            assert_eq!(
+                (agreed.compress_window_bits, agreed.compress_reset),
+                (12, true),
+                "{answer}: this side compresses as it offered"
+            );
+            let expected_bits = if answer.contains("server_max_window_bits=12") {
+                12
+            } else {
+                15
+            };
+            assert_eq!(agreed.decompress_window_bits, expected_bits, "{answer}");
+            assert_eq!(
+                agreed.decompress_reset,
+                answer.contains("server_no_context_takeover"),
+                "{answer}"
+            );
+        }
+        for still_bad in [
+            "permessage-deflate; server_max_window_bits=14", // more than the 12 asked
+            "permessage-deflate; client_max_window_bits",    // no value in an answer
+        ] {
+            assert!(
+                defaults.client_accept([still_bad.as_bytes()]).is_err(),
+                "{still_bad}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::{ServerHandler, WebSocketServer};
 use crate::conn::{outgoing, Command, Compress, Shared, Status};
 use crate::error::Error;
 use crate::message::Message;
+use crate::proto::deflate::Negotiated;
 use crate::proto::{CloseCode, Role};
 
 /// One connection accepted by a [`WebSocketServer`] (4D's `4D.WebSocketConnection`).
@@ -25,10 +26,17 @@ struct ConnInner<H: ServerHandler> {
     shared: Shared,
     /// The topics subscribed to; `None` once the connection has ended.
     topics: Mutex<Option<BTreeSet<String>>>,
+    /// permessage-deflate as negotiated in the upgrade.
+    compression: Option<Negotiated>,
 }
 
 impl<H: ServerHandler> WebSocketConnection<H> {
-    pub(crate) fn new(id: u64, handler: H::Connection, wss: WebSocketServer<H>) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        handler: H::Connection,
+        wss: WebSocketServer<H>,
+        compression: Option<Negotiated>,
+    ) -> Self {
         let limits = wss.limits();
         let shared = Shared::new(
             Status::Connected,
@@ -42,6 +50,7 @@ impl<H: ServerHandler> WebSocketConnection<H> {
                 wss,
                 shared,
                 topics: Mutex::new(Some(BTreeSet::new())),
+                compression,
             }),
         }
     }
@@ -64,6 +73,12 @@ impl<H: ServerHandler> WebSocketConnection<H> {
     /// The server that accepted this connection.
     pub fn wss(&self) -> &WebSocketServer<H> {
         &self.inner.wss
+    }
+
+    /// permessage-deflate as negotiated in the upgrade, or `None` when the client did not
+    /// offer it or the server declined.
+    pub fn compression(&self) -> Option<Negotiated> {
+        self.inner.compression
     }
 
     /// Sends a message: a `Text` as a text frame, a `Blob` as a binary frame, an `Object` as a
@@ -185,6 +200,7 @@ impl<H: ServerHandler> WebSocketConnection<H> {
         self.inner.shared.command(Command::Close {
             code,
             reason: reason.to_owned(),
+            timeout: None,
         });
     }
 
