@@ -93,6 +93,11 @@ pub struct ConnectArgs {
     /// Do not offer permessage-deflate compression.
     #[arg(long)]
     pub no_deflate: bool,
+    /// When stdin ends, keep printing what the server sends until it closes or stays silent
+    /// for this many seconds, then close. A piped run thus prints the replies to its last
+    /// lines, which a server may still be sending when the input ends.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = seconds)]
+    pub quiet_period: f64,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ use ferrosock::{
     TerminateEvent, WebSocket,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Notify;
 
 use crate::args::ConnectArgs;
 use crate::{note, Reported};
@@ -18,6 +19,8 @@ use crate::{note, Reported};
 /// Prints what arrives, remembers how the connection ended.
 struct Terminal {
     headers: Params,
+    /// Told of every message: after stdin's end, the quiet period starts again.
+    activity: Notify,
     /// Set when this side starts the close (stdin ended): the server's 1000 in answer is no
     /// news, any other code is.
     closing: std::sync::atomic::AtomicBool,
@@ -28,6 +31,7 @@ struct Terminal {
 
 impl ClientHandler for Terminal {
     fn on_message(&self, ws: &WebSocket<Self>, event: MessageEvent) {
+        self.activity.notify_one();
         let mut stdout = std::io::stdout().lock();
         let written = match &event.data {
             Message::Blob(bytes) => writeln!(stdout, "{}", hex(bytes)),
@@ -82,7 +86,9 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     if args.no_deflate {
         options = options.deflate(ferrosock::PerMessageDeflate::disabled());
     }
+    let quiet_period = Duration::from_secs_f64(args.quiet_period);
     let handler = Terminal {
+        activity: Notify::new(),
         headers: args
             .headers
             .iter()
@@ -117,10 +123,16 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
                     }
                 }
                 None => {
-                    // stdin ended: close with 1000 and wait for the server's close.
-                    ws.handler().closing.store(true, std::sync::atomic::Ordering::Release);
-                    ws.terminate();
-                    closed.await;
+                    // stdin ended. The replies to the last lines may still be on their way,
+                    // and a server may close as soon as it reads our close frame, before it
+                    // answers what it read: wait for the server's silence, then close with
+                    // 1000 and wait for the server's close.
+                    let quiet = until_quiet(&ws.handler().activity, quiet_period, &mut closed);
+                    if quiet.await == Lingered::Quiet {
+                        ws.handler().closing.store(true, std::sync::atomic::Ordering::Release);
+                        ws.terminate();
+                        closed.await;
+                    }
                     break;
                 }
             },
@@ -142,6 +154,31 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     }
 }
 
+/// How the wait after the end of stdin ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Lingered {
+    /// No message for the quiet period: time to close.
+    Quiet,
+    /// The connection closed first.
+    Closed,
+}
+
+/// Waits until `closed` resolves or no `activity` was signalled for `quiet`: each signal starts
+/// the quiet period again.
+async fn until_quiet(
+    activity: &Notify,
+    quiet: Duration,
+    closed: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> Lingered {
+    loop {
+        tokio::select! {
+            () = &mut *closed => return Lingered::Closed,
+            () = activity.notified() => continue,
+            () = tokio::time::sleep(quiet) => return Lingered::Quiet,
+        }
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -149,4 +186,58 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(out, "{byte:02x}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    const QUIET: Duration = Duration::from_millis(500);
+
+    /// Messages keep arriving for a while after stdin's end: the close waits for the quiet
+    /// period after the last one (issue #10: a piped run lost its last replies).
+    #[tokio::test(start_paused = true)]
+    async fn the_quiet_period_starts_again_at_each_message() {
+        let activity = std::sync::Arc::new(Notify::new());
+        let started = Instant::now();
+        let notifier = activity.clone();
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                notifier.notify_one();
+            }
+        });
+        let mut never = std::pin::pin!(std::future::pending::<()>());
+        assert_eq!(
+            until_quiet(&activity, QUIET, &mut never).await,
+            Lingered::Quiet
+        );
+        // The last message came at 1.2 s; the quiet period ran from there.
+        assert_eq!(started.elapsed(), Duration::from_millis(1200) + QUIET);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_is_closed_after_the_quiet_period() {
+        let started = Instant::now();
+        let mut never = std::pin::pin!(std::future::pending::<()>());
+        assert_eq!(
+            until_quiet(&Notify::new(), QUIET, &mut never).await,
+            Lingered::Quiet
+        );
+        assert_eq!(started.elapsed(), QUIET);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_closes_ends_the_wait_at_once() {
+        let started = Instant::now();
+        let activity = Notify::new();
+        activity.notify_one(); // a message just before the close
+        let mut closed = std::pin::pin!(tokio::time::sleep(Duration::from_millis(200)));
+        assert_eq!(
+            until_quiet(&activity, QUIET, &mut closed).await,
+            Lingered::Closed
+        );
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+    }
 }
