@@ -313,21 +313,27 @@ async fn data_types() {
         ws.send(vec![0xff, b'b']).unwrap();
         events.expect(expected).await;
     }
-    // Object: JSON parsed; a message that is not JSON ends the client's processing with 1007.
+    // Object: JSON parsed. A message that is not JSON (the seeds' chat server greets with
+    // "Welcome on the chat!") gets an on_error with component JSON and no on_message, and the
+    // connection stays open, as on the server (SPEC §3, §4; issue #10: it closed with 1007).
     let (mut probe, mut events) = ClientProbe::new();
     probe.data_type = DataType::Object;
     let ws = WebSocket::connect(&url(&web, "/"), probe).await.unwrap();
     events.next().await;
     ws.send(r#"{"a":[1,true]}"#).unwrap();
     events.expect(&["message Object({\"a\":[1,true]})"]).await;
-    ws.send("not json").unwrap();
+    ws.send("Welcome on the chat!").unwrap();
     let error = events.next().await;
     assert!(
-        error
-            .starts_with("error 1007 HTTP: Invalid frame payload data. (message is not valid JSON"),
+        error.starts_with("error 1 JSON: message is not valid JSON"),
         "{error}"
     );
-    events.expect_prefix("terminate 1007").await;
+    ws.send(r#"[2]"#).unwrap();
+    events.expect(&["message Object([2])"]).await;
+    assert_eq!(ws.status(), Status::Connected);
+    ws.terminate();
+    within("closed", ws.closed()).await;
+    events.expect_prefix("terminate 1000").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -526,4 +532,84 @@ async fn bad_tls_files_are_reported() {
             .kind(),
         ErrorKind::Tls
     );
+}
+
+/// A server of uWebSockets' kind answers the default offer without its server-side parameters
+/// and compresses with a 15-bit window kept from message to message (issue #10: the client
+/// refused such answers). The client connects with compression and decompresses messages whose
+/// back-references reach up to 8 KiB into the message before, which only a decompressor that
+/// kept its context (and a window over 4 KiB) can decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_ignores_the_server_parameters_of_the_offer_is_decompressed_with_context() {
+    use ferrosock::proto::deflate::Deflater;
+    use ferrosock::proto::{OpCode, OutFrame, Role};
+
+    // 8 KiB of hex digits from a fixed LCG: no long repeat inside one message.
+    let mut state = 0x2545_f491_u32;
+    let noise: String = (0..8192)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            char::from_digit(state >> 28, 16).unwrap()
+        })
+        .collect();
+    let messages = [
+        noise.clone(),
+        noise.clone(),                                   // 8 KiB back
+        format!("{}{}", &noise[..3000], &noise[6000..]), // 8 KiB back, then 5 KiB back
+    ];
+    for answer in [
+        "permessage-deflate",
+        "permessage-deflate; client_no_context_takeover", // uWS's answer to the default offer
+    ] {
+        let mut deflater = Deflater::new(15, false, 6, 8);
+        let mut frames = Vec::new();
+        let mut compressed_sizes = Vec::new();
+        for message in &messages {
+            let compressed = deflater.compress(message.as_bytes());
+            compressed_sizes.push(compressed.len());
+            let frame = OutFrame::compressed(Role::Server, OpCode::Text, compressed, || {
+                unreachable!("server frames are not masked")
+            });
+            frames.extend_from_slice(frame.head());
+            frames.extend_from_slice(frame.payload());
+        }
+        // The test's own premise: the later messages are back-references into the first.
+        assert!(
+            compressed_sizes[0] > 3000 && compressed_sizes[1..].iter().all(|&n| n < 400),
+            "{compressed_sizes:?}"
+        );
+
+        let answered = answer.to_owned();
+        let (addr, server) = raw_server(
+            move |key| {
+                switching_protocols(key).replace(
+                    "\r\n\r\n",
+                    &format!("\r\nSec-WebSocket-Extensions: {answered}\r\n\r\n"),
+                )
+            },
+            frames,
+        )
+        .await;
+        let (probe, mut events) = ClientProbe::new();
+        let ws = WebSocket::connect(&format!("ws://{addr}/"), probe)
+            .await
+            .unwrap_or_else(|err| panic!("{answer}: {err}"));
+        events.expect(&["open status=Connected"]).await;
+        let agreed = ws.compression().expect("permessage-deflate negotiated");
+        assert_eq!(
+            (agreed.decompress_window_bits, agreed.decompress_reset),
+            (15, false),
+            "{answer}"
+        );
+        assert!(
+            agreed.compress_reset,
+            "{answer}: the client keeps its own promise"
+        );
+        for message in &messages {
+            events.expect(&[&format!("message Text({message})")]).await;
+        }
+        assert_eq!(ws.status(), Status::Connected);
+        ws.terminate();
+        drop(server);
+    }
 }

@@ -157,6 +157,10 @@ async fn max_connections_answers_503_and_leaves_the_others_alone() {
         .err()
         .unwrap();
     assert_eq!(refused.status, 503);
+    // The server hears of it (issue #10: it did not).
+    events
+        .expect(&["server error 3 ferrosock: client 127.0.0.1 refused with HTTP 503: 2 connections are open (max_connections)"])
+        .await;
     assert_eq!(wss.connections().len(), 2);
     first.send_text("fine").await;
     assert_eq!(first.recv_message().await, text("fine"));
@@ -165,7 +169,23 @@ async fn max_connections_answers_503_and_leaves_the_others_alone() {
     first.send_close(1000, "").await;
     first.expect_eof().await;
     events.expect_prefix("terminate 1000").await;
-    let _third = open(&web, &mut events).await;
+    // The place is released just after on_terminate returns: until then a client may still be
+    // refused, and the server hears of each refusal.
+    let third = within("a free place", async {
+        loop {
+            match RawClient::try_connect(web.local_addr(), &upgrade_request("/", &[])).await {
+                Ok(client) => break client,
+                Err(refused) => {
+                    assert_eq!(refused.status, 503);
+                    events.expect_prefix("server error 3 ferrosock").await;
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    })
+    .await;
+    events.expect_prefix("server connection").await;
+    drop(third);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,21 +72,71 @@ impl ErrorEvent {
 }
 
 /// One entry of an error stack (4D's `errCode`, `message`, `componentSignature`).
+///
+/// Every pair of `component_signature` and `err_code` ferrosock reports is a named constant:
+///
+/// | `component_signature` | `err_code` | what happened | where |
+/// |---|---|---|---|
+/// | [`HTTP`](Self::HTTP) | the close code (1001, 1002, 1006, 1007, 1009, 1011, …) | the connection ended abnormally; `on_terminate` follows | connection, client |
+/// | [`JSON`](Self::JSON) | [`INVALID_JSON`](Self::INVALID_JSON) (1) | a message was not JSON (data type `Object`); it is not delivered, the connection stays open | connection, client |
+/// | [`FERROSOCK`](Self::FERROSOCK) | [`CALLBACK_PANICKED`](Self::CALLBACK_PANICKED) (1) | a server callback (`on_open`, `on_connection`, `on_terminate`) panicked | server |
+/// | [`FERROSOCK`](Self::FERROSOCK) | [`UPGRADE_FAILED`](Self::UPGRADE_FAILED) (2) | an upgrade `on_connection` accepted never became a connection (the client left before the 101 was sent, say); no connection callback runs | server |
+/// | [`FERROSOCK`](Self::FERROSOCK) | [`SERVER_FULL`](Self::SERVER_FULL) (3) | a client was refused with HTTP 503: `max_connections` are open | server |
+/// | [`BROKER`](Self::BROKER) | [`BROKER_UNREACHABLE`](Self::BROKER_UNREACHABLE) (1) | the broker is unreachable; local delivery goes on, it reconnects by itself | server |
+///
+/// ```
+/// use ferrosock::{ErrorEvent, ErrorInfo};
+/// fn on_error(event: &ErrorEvent) {
+///     for error in &event.errors {
+///         if error.is(ErrorInfo::FERROSOCK, ErrorInfo::SERVER_FULL) {
+///             eprintln!("at capacity: {}", error.message);
+///         }
+///     }
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ErrorInfo {
     /// For a connection that ended abnormally, its close code (1006, 1002, 1011...).
-    /// For errors that do not end anything, see [`component_signature`](Self::component_signature).
+    /// For errors that do not end anything, see the table in the type's docs.
     pub err_code: i64,
     /// A description for people.
     pub message: String,
-    /// Where the error comes from: `"HTTP"` for the WebSocket connection itself (close codes),
-    /// `"JSON"` for a message that could not be parsed (`err_code` 1), `"ferrosock"` for the
-    /// server's own errors (`err_code` 1: a handler panicked, 2: an upgrade failed).
+    /// Where the error comes from: [`HTTP`](Self::HTTP) for the WebSocket connection itself
+    /// (close codes), [`JSON`](Self::JSON), [`FERROSOCK`](Self::FERROSOCK) for the server's own
+    /// machinery, [`BROKER`](Self::BROKER).
     pub component_signature: String,
 }
 
 impl ErrorInfo {
+    /// `component_signature` of a connection that ended abnormally; `err_code` is its close
+    /// code.
+    pub const HTTP: &'static str = "HTTP";
+    /// `component_signature` of a message that could not be parsed as JSON.
+    pub const JSON: &'static str = "JSON";
+    /// `component_signature` of what goes wrong at a server's door and in its machinery.
+    pub const FERROSOCK: &'static str = "ferrosock";
+    /// `component_signature` of a broker's trouble.
+    pub const BROKER: &'static str = "broker";
+
+    /// ([`JSON`](Self::JSON)): a message was not JSON.
+    pub const INVALID_JSON: i64 = 1;
+    /// ([`FERROSOCK`](Self::FERROSOCK)): a server callback panicked.
+    pub const CALLBACK_PANICKED: i64 = 1;
+    /// ([`FERROSOCK`](Self::FERROSOCK)): an accepted upgrade failed before the connection
+    /// opened.
+    pub const UPGRADE_FAILED: i64 = 2;
+    /// ([`FERROSOCK`](Self::FERROSOCK)): a client was refused with HTTP 503 at
+    /// `max_connections`.
+    pub const SERVER_FULL: i64 = 3;
+    /// ([`BROKER`](Self::BROKER)): the broker cannot be reached.
+    pub const BROKER_UNREACHABLE: i64 = 1;
+
+    /// Whether this entry is `err_code` of `component` (one of the constants above).
+    pub fn is(&self, component: &str, err_code: i64) -> bool {
+        self.component_signature == component && self.err_code == err_code
+    }
+
     pub(crate) fn new(err_code: i64, message: impl Into<String>, component: &str) -> ErrorInfo {
         ErrorInfo {
             err_code,
@@ -101,7 +151,7 @@ impl ErrorInfo {
             Some(cause) => format!("{} ({cause})", code.description()),
             None => code.description().to_owned(),
         };
-        ErrorInfo::new(i64::from(code.0), message, "HTTP")
+        ErrorInfo::new(i64::from(code.0), message, ErrorInfo::HTTP)
     }
 }
 

@@ -81,7 +81,8 @@ pub enum Message {
     Text(ByteString),
     /// Bytes.
     Blob(Bytes),
-    /// A JSON value.
+    /// A JSON value. Sent as its JSON text, keys in insertion order (as 4D's JSON Stringify;
+    /// the default feature `preserve_order`).
     Object(serde_json::Value),
 }
 
@@ -259,6 +260,23 @@ mod tests {
             object.into_frame(),
             (OpCode::Text, Bytes::from(r#"{"k":[true,null]}"#))
         );
+    }
+
+    /// 4D's JSON Stringify writes keys in insertion order, and so does `send` (issue #10: they
+    /// came out sorted). Needs the default feature `preserve_order`.
+    #[cfg(feature = "preserve_order")]
+    #[test]
+    fn objects_keep_the_order_of_their_keys() {
+        let object =
+            Message::from(serde_json::json!({"zulu": 1, "alpha": {"y": 2, "b": 3}, "mike": 4}));
+        assert_eq!(
+            object.into_frame().1,
+            Bytes::from(r#"{"zulu":1,"alpha":{"y":2,"b":3},"mike":4}"#)
+        );
+        // Received objects keep the order of their text.
+        let received = Incoming::Text(ByteString::from_static(r#"{"z":1,"a":2}"#));
+        let parsed = Message::convert(received, DataType::Object).unwrap();
+        assert_eq!(parsed.to_text(), r#"{"z":1,"a":2}"#);
     }
 
     #[test]

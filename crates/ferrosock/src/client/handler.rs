@@ -8,8 +8,11 @@ use crate::server::Params;
 /// A client socket's handler. Every callback is optional.
 ///
 /// Callback order (SPEC §4): `on_open` once; zero or more `on_message`; zero or one `on_error`
-/// (no `on_message` after it); `on_terminate` always, last, exactly once. A connection that
-/// cannot be made gets `on_error` then `on_terminate` (1006) and no `on_open`.
+/// that ends the connection (component `"HTTP"`, no `on_message` after it); `on_terminate`
+/// always, last, exactly once. A connection that cannot be made gets `on_error` then
+/// `on_terminate` (1006) and no `on_open`. With data type `Object`, a message that is not JSON
+/// gets an `on_error` of its own (component `"JSON"`) instead of its `on_message`, and the
+/// connection stays open.
 ///
 /// ```
 /// use ferrosock::{ClientHandler, DataType, MessageEvent, Params, TerminateEvent, WebSocket};
@@ -43,7 +46,10 @@ pub trait ClientHandler: Send + Sync + Sized + 'static {
     }
 
     /// The connection failed or ended abnormally: `errors[0].err_code` is the close code (1006
-    /// when it could not be made or dropped; 1002, 1007, 1009... when a side failed it).
+    /// when it could not be made or dropped; 1002, 1007, 1009... when a side failed it), with
+    /// component `"HTTP"`. Or, with data type `Object`, a message was not JSON: component
+    /// `"JSON"`, and the connection stays open. A close this side started in good order
+    /// (`terminate`) is not an error, whatever the code the server answered with.
     fn on_error(&self, ws: &WebSocket<Self>, event: ErrorEvent) {
         let _ = (ws, event);
     }
@@ -54,8 +60,8 @@ pub trait ClientHandler: Send + Sync + Sized + 'static {
     }
 
     /// How received messages are converted (4D's `dataType`). With `Object`, a message that
-    /// is not JSON fails the connection with 1007 (an error ends a client's processing).
-    /// Default: `Text`.
+    /// is not JSON is not delivered: `on_error` reports it (component `"JSON"`) and the
+    /// connection stays open, as on the server. Default: `Text`.
     fn data_type(&self) -> DataType {
         DataType::Text
     }

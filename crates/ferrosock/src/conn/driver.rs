@@ -105,15 +105,25 @@ pub(crate) struct Ending {
     pub(crate) was_clean: bool,
     /// What went wrong, when something did.
     pub(crate) cause: Option<String>,
+    /// This side closed the connection in good order (`terminate`, a server's termination, a
+    /// web server's stop, an abort): a normal end for this side's callbacks, whatever the code.
+    pub(crate) closed_here: bool,
 }
 
 impl Ending {
+    /// Whether this end is reported through `on_error` before `on_terminate` (SPEC §3): an
+    /// abnormal code, unless this side closed in good order.
+    pub(crate) fn is_error(&self) -> bool {
+        !self.code.is_normal() && !self.closed_here
+    }
+
     fn abnormal(cause: impl Into<String>) -> Ending {
         Ending {
             code: CloseCode::ABNORMAL,
             reason: String::new(),
             was_clean: false,
             cause: Some(cause.into()),
+            closed_here: false,
         }
     }
 }
@@ -143,13 +153,34 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     C: Callbacks,
 {
-    let mut driver = Driver::new(io, read_buf, config, callbacks);
+    let mut running = Running(Some(Driver::new(io, read_buf, config, callbacks)));
     async move {
-        let ending = poll_fn(|cx| driver.poll_drive(cx)).await;
-        let Driver { io, callbacks, .. } = driver;
+        let driver = running
+            .0
+            .as_mut()
+            .expect("taken only once the loop is over");
+        let mut ending = poll_fn(|cx| driver.poll_drive(cx)).await;
+        // A failure of ours (a protocol error, a limit, a panic) is an error even while a close
+        // this side started was under way.
+        ending.closed_here = driver.closed_here && driver.failure.is_none();
+        let Some(Driver { io, callbacks, .. }) = running.0.take() else {
+            unreachable!("taken here only")
+        };
         drop(io);
         callbacks.shared().finish();
         callbacks.on_end(ending);
+    }
+}
+
+/// A driver whose future may be dropped before its end (a runtime shutting down, a task
+/// aborted): the connection is then marked `Closed`, so that handles stop sending to it.
+struct Running<S, C: Callbacks>(Option<Driver<S, C>>);
+
+impl<S, C: Callbacks> Drop for Running<S, C> {
+    fn drop(&mut self) {
+        if let Some(driver) = &self.0 {
+            driver.callbacks.shared().finish();
+        }
     }
 }
 
@@ -197,6 +228,11 @@ struct Driver<S, C> {
 
     /// Our close frame is in `out` (or written): nothing may follow it.
     close_sent: bool,
+    /// How long the close handshake waits for the peer once our close frame is queued.
+    close_wait: Duration,
+    /// This side ended the connection in good order (a `Close` command before the peer's close
+    /// frame, or an `Abort`): not an error for this side, whatever the code.
+    closed_here: bool,
     /// The peer's close frame, once it arrived (`Some(None)`: one without a code).
     close_received: Option<Option<CloseFrame>>,
     /// We failed the connection; this is how it ends.
@@ -277,6 +313,8 @@ where
             out_pos: 0,
             needs_flush: false,
             close_sent: false,
+            close_wait: config.close_timeout,
+            closed_here: false,
             close_received: None,
             failure: None,
             draining: false,
@@ -318,14 +356,21 @@ where
             if let Some(command) = command {
                 progressed = true;
                 match command {
-                    Command::Close { code, reason } => self.start_close(code, &reason),
+                    Command::Close {
+                        code,
+                        reason,
+                        timeout,
+                    } => self.start_close(code, &reason, timeout),
                     Command::Fail {
                         code,
                         reason,
                         cause,
                         discard_queued,
                     } => self.fail(code, &reason, cause, discard_queued),
-                    Command::Abort { cause } => return Poll::Ready(Ending::abnormal(cause)),
+                    Command::Abort { cause } => {
+                        self.closed_here = true;
+                        return Poll::Ready(Ending::abnormal(cause));
+                    }
                 }
             }
             progressed |= self.out.len() != before;
@@ -496,16 +541,19 @@ where
                 Some(code) => crate::proto::close::encode_payload(code, ""),
                 None => Bytes::new(),
             };
-            self.queue_close_frame(payload);
+            self.queue_close_frame(payload, self.close_timeout);
         }
     }
 
-    /// Starts the close handshake on the application's request.
-    fn start_close(&mut self, code: CloseCode, reason: &str) {
+    /// Starts the close handshake on the application's request, waiting `timeout` (or the
+    /// connection's close timeout) for the peer's close frame.
+    fn start_close(&mut self, code: CloseCode, reason: &str, timeout: Option<Duration>) {
         if self.close_sent {
             return;
         }
-        self.queue_close_frame(crate::proto::close::encode_payload(code, reason));
+        self.closed_here = true;
+        let payload = crate::proto::close::encode_payload(code, reason);
+        self.queue_close_frame(payload, timeout.unwrap_or(self.close_timeout));
     }
 
     /// Fails the connection (RFC 6455 §7.1.7): a close frame with `code` and `reason`, then the
@@ -537,20 +585,23 @@ where
                 let dropped: usize = self.out.drain(keep..).map(|f| f.payload().len()).sum();
                 self.callbacks.shared().release(dropped);
             }
-            self.queue_close_frame(crate::proto::close::encode_payload(code, reason));
+            let payload = crate::proto::close::encode_payload(code, reason);
+            self.queue_close_frame(payload, self.close_timeout);
         }
         self.failure = Some(Ending {
             code,
             reason: crate::proto::close::truncate_reason(reason).to_owned(),
             was_clean: false,
             cause: Some(cause),
+            closed_here: false,
         });
     }
 
-    fn queue_close_frame(&mut self, payload: Bytes) {
+    fn queue_close_frame(&mut self, payload: Bytes, timeout: Duration) {
         self.queue_internal(OpCode::Close, payload);
         self.close_sent = true;
-        let deadline = Instant::now() + self.close_timeout;
+        self.close_wait = timeout;
+        let deadline = Instant::now() + timeout;
         self.close_deadline = Some(deadline);
         self.arm(deadline);
     }
@@ -805,7 +856,7 @@ where
             },
             None => Ending::abnormal(format!(
                 "no close frame from the peer within {} s",
-                self.close_timeout.as_secs_f64()
+                self.close_wait.as_secs_f64()
             )),
         }
     }
@@ -819,12 +870,14 @@ fn clean_ending(frame: &Option<CloseFrame>) -> Ending {
             reason: frame.reason.clone(),
             was_clean: true,
             cause: None,
+            closed_here: false,
         },
         None => Ending {
             code: CloseCode::NO_STATUS,
             reason: String::new(),
             was_clean: true,
             cause: None,
+            closed_here: false,
         },
     }
 }

@@ -95,8 +95,13 @@ struct Outbox {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Command {
     /// Start the close handshake: send frames queued so far, then a close frame, then wait for
-    /// the peer's. The connection ends with the code of the peer's reply.
-    Close { code: CloseCode, reason: String },
+    /// the peer's — for `timeout`, or the connection's close timeout when `None`. The
+    /// connection ends with the code of the peer's reply.
+    Close {
+        code: CloseCode,
+        reason: String,
+        timeout: Option<std::time::Duration>,
+    },
     /// Fail the connection: send a close frame with `code` and `reason` after the frames
     /// already queued (or instead of them, with `discard_queued`), then close. The connection
     /// ends with `code`, reported as an error with `cause` (which stays local: it may say more
@@ -408,6 +413,7 @@ mod tests {
         let close = Command::Close {
             code: CloseCode::NORMAL,
             reason: String::new(),
+            timeout: None,
         };
         shared.command(close.clone());
         shared.command(Command::Fail {

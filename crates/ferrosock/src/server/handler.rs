@@ -57,7 +57,10 @@ pub trait ServerHandler: Send + Sync + Sized + 'static {
         let _ = (wss, event);
     }
 
-    /// Something went wrong at the server level (a callback panicked, for one).
+    /// Something went wrong at the server's door or in its machinery: a client refused at
+    /// `max_connections` (503), an accepted upgrade that failed before the connection opened, a
+    /// server callback that panicked, a broker outage. [`ErrorInfo`](crate::ErrorInfo) lists the
+    /// `err_code` and `component_signature` of each.
     fn on_error(&self, wss: &WebSocketServer<Self>, event: ErrorEvent) {
         let _ = (wss, event);
     }
@@ -83,8 +86,11 @@ pub trait ConnectionHandler: Send + Sync + Sized + 'static {
         let _ = (ws, event);
     }
 
-    /// Something went wrong: a message that is not JSON (data type `Object`), or an abnormal
-    /// end (then `errors[0].err_code` is the close code and `on_terminate` follows).
+    /// Something went wrong: a message that is not JSON (data type `Object`; the connection
+    /// stays open), or an abnormal end (then `errors[0].err_code` is the close code and
+    /// `on_terminate` follows). A close this side starts in good order — `terminate()`, the
+    /// server's termination, the web server's stop — is not an error, whatever its code; a
+    /// peer that goes away with 1001 (a closed browser tab) is.
     fn on_error(&self, ws: &WebSocketConnection<Self::Server>, event: ErrorEvent) {
         let _ = (ws, event);
     }

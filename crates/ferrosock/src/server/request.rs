@@ -40,14 +40,22 @@ impl Request {
             |pq| pq.as_str().to_owned(),
         );
         Request {
-            headers: Params(headers),
-            query: Params(query),
+            headers: Params {
+                pairs: headers,
+                ignore_case: true,
+            },
+            query: Params {
+                pairs: query,
+                ignore_case: false,
+            },
             url,
             remote_address: remote.ip().to_canonical().to_string(),
         }
     }
 
-    /// The request's headers, names lower-cased. A repeated header keeps every value.
+    /// The request's headers. Names are looked up case-insensitively (`get("Origin")` and
+    /// `get("origin")` are the same header) and listed lower-cased; a repeated header keeps
+    /// every value, in order.
     pub fn headers(&self) -> &Params {
         &self.headers
     }
@@ -191,31 +199,47 @@ impl Origin {
 
 /// Names with one or more values, in the order they came: request headers or query parameters.
 ///
+/// Names compare exactly, except in the [headers of a request](Request::headers), where they
+/// compare case-insensitively as HTTP requires.
+///
 /// ```
 /// # use ferrosock::Params;
 /// let params: Params = [("a", "1"), ("b", "2"), ("a", "3")].into_iter().collect();
 /// assert_eq!(params.get("a"), Some("1"));
 /// assert_eq!(params.get_all("a").collect::<Vec<_>>(), ["1", "3"]);
+/// assert_eq!(params.get("A"), None); // a query's keys are case-sensitive
 /// assert_eq!(params.to_json(), serde_json::json!({"a": ["1", "3"], "b": "2"}));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Params(Vec<(String, String)>);
+pub struct Params {
+    pairs: Vec<(String, String)>,
+    /// Names compare ASCII-case-insensitively (HTTP header names).
+    ignore_case: bool,
+}
 
 impl Params {
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.pairs
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| self.same_name(n, name))
             .map(|(_, v)| v.as_str())
     }
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
+        self.pairs
             .iter()
-            .filter(move |(n, _)| n == name)
+            .filter(move |(n, _)| self.same_name(n, name))
             .map(|(_, v)| v.as_str())
+    }
+
+    fn same_name(&self, a: &str, b: &str) -> bool {
+        if self.ignore_case {
+            a.eq_ignore_ascii_case(b)
+        } else {
+            a == b
+        }
     }
 
     /// Whether `name` is present.
@@ -225,23 +249,23 @@ impl Params {
 
     /// Every (name, value) pair, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
     /// How many (name, value) pairs there are.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.pairs.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.pairs.is_empty()
     }
 
     /// A JSON object: each name maps to its value, or to the list of its values when repeated.
     pub fn to_json(&self) -> serde_json::Value {
         let mut map = serde_json::Map::new();
-        for (name, value) in &self.0 {
+        for (name, value) in &self.pairs {
             match map.get_mut(name) {
                 None => {
                     map.insert(name.clone(), value.clone().into());
@@ -259,11 +283,13 @@ impl Params {
 
 impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Params {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Params {
-        Params(
-            iter.into_iter()
+        Params {
+            pairs: iter
+                .into_iter()
                 .map(|(n, v)| (n.into(), v.into()))
                 .collect(),
-        )
+            ignore_case: false,
+        }
     }
 }
 
@@ -293,6 +319,21 @@ mod tests {
             request.headers().get_all("x-multi").collect::<Vec<_>>(),
             ["1", "2"]
         );
+        // Header names are case-insensitive (issue #10): any spelling finds the header, and
+        // the listing is lower-cased.
+        assert_eq!(request.headers().get("Host"), Some("localhost"));
+        assert_eq!(request.headers().get("HOST"), Some("localhost"));
+        assert!(request.headers().contains("X-Multi"));
+        assert_eq!(
+            request.headers().get_all("X-MULTI").collect::<Vec<_>>(),
+            ["1", "2"]
+        );
+        assert!(request
+            .headers()
+            .iter()
+            .all(|(name, _)| name == name.to_ascii_lowercase()));
+        // Query keys are not header names: they stay case-sensitive.
+        assert_eq!(request.query().get("NAME"), None);
         let json = request.to_json();
         assert_eq!(json["headers"]["x-multi"], serde_json::json!(["1", "2"]));
         assert_eq!(json["query"]["name"], "ryan");

@@ -355,19 +355,23 @@ impl<H: ServerHandler> WebSocketServer<H> {
         self.inner.call(|| self.guard_here(callback, f));
     }
 
+    /// Reports a server-level error through the handler's `on_error`.
+    fn report(&self, info: ErrorInfo) {
+        self.guard("on_error", |h, wss| {
+            h.on_error(wss, ErrorEvent::new(vec![info]))
+        });
+    }
+
     /// An outage goes to the handler's `on_error`; a recovery to the log.
     fn broker_news(&self, news: BrokerNews) {
         match news {
             BrokerNews::Outage(what) => {
                 tracing::warn!(path = ?self.path(), "broker unreachable: {what}");
-                let info = ErrorInfo::new(
-                    2,
+                self.report(ErrorInfo::new(
+                    ErrorInfo::BROKER_UNREACHABLE,
                     format!("broker unreachable: {what}; local delivery goes on"),
-                    "broker",
-                );
-                self.guard("on_error", |h, wss| {
-                    h.on_error(wss, ErrorEvent::new(vec![info]))
-                });
+                    ErrorInfo::BROKER,
+                ));
             }
             BrokerNews::Recovered => {
                 tracing::info!(path = ?self.path(), "broker reachable again");
@@ -380,7 +384,11 @@ impl<H: ServerHandler> WebSocketServer<H> {
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(&self.inner.handler, self))) {
             let message = format!("{callback} panicked: {}", panic_message(&*panic));
             tracing::error!(path = ?self.path(), "{message}");
-            let event = ErrorEvent::new(vec![ErrorInfo::new(1, message, "ferrosock")]);
+            let event = ErrorEvent::new(vec![ErrorInfo::new(
+                ErrorInfo::CALLBACK_PANICKED,
+                message,
+                ErrorInfo::FERROSOCK,
+            )]);
             let report = || self.inner.handler.on_error(self, event);
             if let Err(panic) = catch_unwind(AssertUnwindSafe(report)) {
                 tracing::error!(path = ?self.path(), "on_error panicked: {}", panic_message(&*panic));
@@ -533,9 +541,12 @@ impl<H: ServerHandler> ServerInner<H> {
             if immediate {
                 connection.abort();
             } else {
+                // The termination's timeout governs each close handshake, longer or shorter
+                // than the connections' own close timeout.
                 connection.shared().command(conn::Command::Close {
                     code,
                     reason: String::new(),
+                    timeout,
                 });
             }
         }
@@ -591,6 +602,15 @@ impl<H: ServerHandler> Route for ServerInner<H> {
             return text_response(http::StatusCode::NOT_FOUND, "Not Found");
         }
         let Some(slot) = Slot::reserve(&wss.inner) else {
+            wss.report(ErrorInfo::new(
+                ErrorInfo::SERVER_FULL,
+                format!(
+                    "client {} refused with HTTP 503: {} connections are open (max_connections)",
+                    remote.ip().to_canonical(),
+                    wss.inner.max_connections
+                ),
+                ErrorInfo::FERROSOCK,
+            ));
             return text_response(http::StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
         };
         let event = ConnectionEvent {
@@ -622,7 +642,7 @@ impl<H: ServerHandler> Route for ServerInner<H> {
             None => (None, None),
         };
         let on_upgrade = hyper::upgrade::on(&mut request);
-        let connection = WebSocketConnection::new(next_id(), handler, wss.clone());
+        let connection = WebSocketConnection::new(next_id(), handler, wss.clone(), deflate);
         connection.shared().set_deflate(deflate.as_ref());
         wss.inner
             .runtime
@@ -643,23 +663,29 @@ async fn run_connection<H: ServerHandler>(
     slot: Slot<H>,
     deflate: Option<Negotiated>,
 ) {
+    let wss = connection.wss().clone();
+    let failed = |why: String| {
+        tracing::debug!(id = connection.id(), "{why}");
+        wss.report(ErrorInfo::new(
+            ErrorInfo::UPGRADE_FAILED,
+            why,
+            ErrorInfo::FERROSOCK,
+        ));
+    };
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(err) => {
-            tracing::debug!("upgrade did not complete: {err}");
-            return;
+            return failed(format!(
+                "an accepted upgrade did not complete (the 101 could not be sent): {err}"
+            ))
         }
     };
     // The web server serves every connection as `TokioIo<Stream>`; taking it back out
     // of hyper's `Upgraded` box removes a dynamic call from every read and write.
     let (stream, read_buf) = match upgraded.downcast::<TokioIo<Stream>>() {
         Ok(parts) => (parts.io.into_inner(), BytesMut::from(&parts.read_buf[..])),
-        Err(_) => {
-            tracing::error!("upgraded connection of an unexpected type; closing it");
-            return;
-        }
+        Err(_) => return failed("an upgraded connection of an unexpected type: closed".to_owned()),
     };
-    let wss = connection.wss().clone();
     {
         let mut registry = wss.inner.registry();
         if wss.terminated() {
@@ -725,7 +751,11 @@ impl<H: ServerHandler> Callbacks for ServerCallbacks<H> {
                 h.on_message(ws, MessageEvent { data })
             }),
             Err(err) => {
-                let info = ErrorInfo::new(1, format!("message is not valid JSON: {err}"), "JSON");
+                let info = ErrorInfo::new(
+                    ErrorInfo::INVALID_JSON,
+                    format!("message is not valid JSON: {err}"),
+                    ErrorInfo::JSON,
+                );
                 self.guard("on_error", |h, ws| {
                     h.on_error(ws, ErrorEvent::new(vec![info]))
                 });
@@ -737,7 +767,7 @@ impl<H: ServerHandler> Callbacks for ServerCallbacks<H> {
         let wss = self.connection.wss();
         wss.inner.registry().remove(&self.connection.id());
         self.connection.leave_topics();
-        if !ending.code.is_normal() {
+        if ending.is_error() {
             let info = ErrorInfo::close(ending.code, ending.cause.as_deref());
             self.guard_final("on_error", |h, ws| {
                 h.on_error(ws, ErrorEvent::new(vec![info]))
