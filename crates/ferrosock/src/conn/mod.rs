@@ -9,6 +9,8 @@
 mod driver;
 mod queue;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use driver::{run, Callbacks, DriverConfig, Ending, Incoming};
 pub use queue::Compress;

@@ -17,6 +17,9 @@ pub(crate) enum Stream {
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// TLS opened by a client (`wss://`).
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// An in-memory stream: the unit tests' socket, on paused time.
+    #[cfg(test)]
+    Memory(tokio::io::DuplexStream),
 }
 
 /// Forwards a call to whichever stream this is.
@@ -26,6 +29,8 @@ macro_rules! each {
             Stream::Plain($s) => $call,
             Stream::ServerTls($s) => $call,
             Stream::ClientTls($s) => $call,
+            #[cfg(test)]
+            Stream::Memory($s) => $call,
         }
     };
 }

@@ -4,6 +4,8 @@
 mod connection;
 mod handler;
 mod request;
+#[cfg(test)]
+mod tests;
 mod topics;
 mod web_server;
 mod websocket_server;

@@ -326,6 +326,15 @@ impl WebServer {
     pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
         &self.inner.runtime
     }
+
+    /// Serves one connection over `stream` as if it had been accepted from `remote`: the unit
+    /// tests' way in, over in-memory streams on paused time.
+    #[cfg(test)]
+    pub(crate) fn serve_stream(&self, stream: Stream, remote: SocketAddr) {
+        let inner = self.inner.clone();
+        let tracker = inner.http_connections.clone();
+        tracker.spawn(serve_http(inner, stream, remote));
+    }
 }
 
 impl fmt::Debug for WebServer {

@@ -1,0 +1,377 @@
+//! The driver through its entry point, [`run`](super::run), over in-memory streams on paused
+//! time: timers to the tick, partial reads and writes, a reader that stalls, cancellation.
+//!
+//! `tokio::io::duplex` stands for the socket; the test plays the peer on its other end. Time is
+//! paused (`start_paused`): the runtime jumps to the next timer whenever every task waits, so a
+//! 60 s idle timeout takes no wall-clock time and fires exactly when it should.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{run, Callbacks, Command, DriverConfig, Ending, Incoming, Outgoing, SendError, Shared};
+use crate::limits::Limits;
+use crate::proto::{CloseCode, Decoded, Decoder, DecoderConfig, OpCode, OutFrame, Role};
+use crate::Status;
+
+/// What the driver told the layer above.
+#[derive(Debug)]
+enum Event {
+    Message(Incoming),
+    End(Ending),
+}
+
+struct Recorder {
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Callbacks for Recorder {
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    fn on_message(&mut self, message: Incoming) {
+        let _ = self.events.send(Event::Message(message));
+    }
+
+    fn on_end(self, ending: Ending) {
+        let _ = self.events.send(Event::End(ending));
+    }
+}
+
+/// The test's end of the connection: a WebSocket client written by hand.
+struct Peer {
+    io: DuplexStream,
+    decoder: Decoder,
+    buf: BytesMut,
+}
+
+impl Peer {
+    async fn send(&mut self, opcode: OpCode, payload: &[u8]) {
+        let frame = client_frame(opcode, payload);
+        self.io.write_all(&frame).await.unwrap();
+    }
+
+    async fn send_close(&mut self, code: u16) {
+        let payload = crate::proto::close::encode_payload(CloseCode(code), "");
+        self.send(OpCode::Close, &payload).await;
+    }
+
+    /// The next frame from the driver, or `None` at EOF.
+    async fn recv(&mut self) -> Option<Decoded> {
+        loop {
+            if let Some(decoded) = self.decoder.decode(&mut self.buf).unwrap() {
+                return Some(decoded);
+            }
+            if self.io.read_buf(&mut self.buf).await.unwrap() == 0 {
+                return None;
+            }
+        }
+    }
+}
+
+fn client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let frame = OutFrame::new(
+        Role::Client,
+        opcode,
+        Bytes::copy_from_slice(payload),
+        || [0x37, 0xfa, 0x21, 0x3d],
+    );
+    [frame.head(), &frame.payload()[..]].concat()
+}
+
+struct Driven {
+    shared: Arc<Shared>,
+    peer: Peer,
+    events: mpsc::UnboundedReceiver<Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Driven {
+    /// The next event, which must come (the test fails rather than hang).
+    async fn next(&mut self) -> Event {
+        tokio::time::timeout(Duration::from_secs(3600), self.events.recv())
+            .await
+            .expect("an event within an hour of paused time")
+            .expect("the driver reports its end")
+    }
+
+    async fn ending(&mut self) -> Ending {
+        match self.next().await {
+            Event::End(ending) => ending,
+            other => panic!("expected the end, got {other:?}"),
+        }
+    }
+
+    fn send(&self, payload: &'static [u8]) -> Result<(), SendError> {
+        self.shared.send(Outgoing::Frame(OutFrame::new(
+            Role::Server,
+            OpCode::Binary,
+            Bytes::from_static(payload),
+            || unreachable!(),
+        )))
+    }
+}
+
+/// A server-side driver on an in-memory stream of `capacity` bytes each way.
+fn drive(limits: &Limits, capacity: usize) -> Driven {
+    let (ours, theirs) = tokio::io::duplex(capacity);
+    let shared = Arc::new(Shared::new(
+        Status::Connected,
+        limits.max_outgoing_bytes,
+        limits.backpressure,
+    ));
+    let (tx, events) = mpsc::unbounded_channel();
+    let callbacks = Recorder {
+        shared: shared.clone(),
+        events: tx,
+    };
+    let config = DriverConfig::new(Role::Server, limits);
+    let task = tokio::spawn(run(ours, BytesMut::new(), config, callbacks));
+    let decoder = Decoder::new(DecoderConfig {
+        role: Role::Client,
+        max_frame_size: 1 << 30,
+        max_message_size: 1 << 30,
+    });
+    Driven {
+        shared,
+        peer: Peer {
+            io: theirs,
+            decoder,
+            buf: BytesMut::new(),
+        },
+        events,
+        task,
+    }
+}
+
+fn close_frame(decoded: Option<Decoded>) -> u16 {
+    match decoded {
+        Some(Decoded::Close(Some(frame))) => frame.code.0,
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_peer_is_pinged_at_the_keepalive_interval_and_dropped_at_the_idle_timeout() {
+    let limits = Limits::default()
+        .keepalive_interval(Some(Duration::from_secs(30)))
+        .idle_timeout(Some(Duration::from_secs(60)));
+    let started = Instant::now();
+    let mut driven = drive(&limits, 64 << 10);
+    assert!(matches!(driven.peer.recv().await, Some(Decoded::Ping(_))));
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(30),
+        "the ping's time"
+    );
+    let ending = driven.ending().await;
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(60),
+        "the idle timeout's time"
+    );
+    assert_eq!(ending.code, CloseCode::ABNORMAL);
+    assert!(
+        ending.cause.as_deref().unwrap().contains("idle timeout"),
+        "{ending:?}"
+    );
+    assert!(ending.is_error(), "a peer gone silent is an error");
+    assert_eq!(driven.shared.status(), Status::Closed);
+    // The socket was dropped without a close frame.
+    assert_eq!(driven.peer.recv().await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_answers_pings_stays_connected() {
+    let limits = Limits::default()
+        .keepalive_interval(Some(Duration::from_secs(30)))
+        .idle_timeout(Some(Duration::from_secs(60)));
+    let started = Instant::now();
+    let mut driven = drive(&limits, 64 << 10);
+    // Ten minutes of pings, each answered.
+    for n in 1..=10u64 {
+        match driven.peer.recv().await {
+            Some(Decoded::Ping(payload)) => driven.peer.send(OpCode::Pong, &payload).await,
+            other => panic!("expected a ping, got {other:?}"),
+        }
+        // Silence is counted in ticks: a pong just after a tick resets it at the next one, so
+        // the next ping comes two intervals later.
+        assert_eq!(started.elapsed(), Duration::from_secs(30 + 60 * (n - 1)));
+    }
+    assert_eq!(driven.shared.status(), Status::Connected);
+    assert!(driven.events.try_recv().is_err(), "nothing ended");
+    driven.peer.send_close(1000).await;
+    assert_eq!(close_frame(driven.peer.recv().await), 1000);
+    let ending = driven.ending().await;
+    assert!(ending.was_clean && ending.code == CloseCode::NORMAL);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_close_timeout_ends_a_close_handshake_that_the_peer_does_not_answer() {
+    let limits = Limits::default().close_timeout(Duration::from_secs(5));
+    let mut driven = drive(&limits, 64 << 10);
+    let started = Instant::now();
+    driven.shared.command(Command::Close {
+        code: CloseCode::NORMAL,
+        reason: String::new(),
+        timeout: None,
+    });
+    assert_eq!(close_frame(driven.peer.recv().await), 1000);
+    let ending = driven.ending().await;
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    assert_eq!(ending.code, CloseCode::ABNORMAL);
+    assert!(
+        !ending.is_error(),
+        "a close this side started is not an error"
+    );
+}
+
+/// Issue #10: a server's `terminate_with_timeout(8 s)` cut a silent peer after the
+/// connection's 5 s close timeout. The timeout given with the close governs, longer or shorter.
+#[tokio::test(start_paused = true)]
+async fn a_close_with_its_own_timeout_waits_that_long_and_no_other() {
+    let limits = Limits::default().close_timeout(Duration::from_secs(5));
+    for wait in [Duration::from_secs(8), Duration::from_secs(1)] {
+        let mut driven = drive(&limits, 64 << 10);
+        let started = Instant::now();
+        driven.shared.command(Command::Close {
+            code: CloseCode::GOING_AWAY,
+            reason: String::new(),
+            timeout: Some(wait),
+        });
+        assert_eq!(close_frame(driven.peer.recv().await), 1001);
+        let ending = driven.ending().await;
+        assert_eq!(started.elapsed(), wait);
+        assert!(ending
+            .cause
+            .unwrap()
+            .contains(&format!("within {} s", wait.as_secs())));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_frame_that_arrives_a_byte_at_a_time_is_one_message() {
+    let mut driven = drive(&Limits::default(), 64 << 10);
+    let text = "κόσμε, one byte at a time";
+    let frame = client_frame(OpCode::Text, text.as_bytes());
+    for byte in &frame {
+        driven.peer.io.write_all(&[*byte]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    match driven.next().await {
+        Event::Message(Incoming::Text(got)) => assert_eq!(&got[..], text),
+        other => panic!("expected the text, got {other:?}"),
+    }
+    // And two frames in one write are two messages.
+    let two = [
+        client_frame(OpCode::Binary, b"one"),
+        client_frame(OpCode::Binary, b"two"),
+    ]
+    .concat();
+    driven.peer.io.write_all(&two).await.unwrap();
+    for expected in [&b"one"[..], b"two"] {
+        match driven.next().await {
+            Event::Message(Incoming::Binary(got)) => assert_eq!(&got[..], expected),
+            other => panic!("expected {expected:?}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_that_stalls_fills_its_budget_and_is_closed_with_1008() {
+    // 4 KiB of "socket" each way, a 64 KiB budget.
+    let limits = Limits::default().max_outgoing_bytes(64 << 10);
+    let mut driven = drive(&limits, 4 << 10);
+    static KIB: [u8; 1024] = [b'x'; 1024];
+    let mut sent = 0;
+    let refused = loop {
+        match driven.send(&KIB) {
+            Ok(()) => sent += 1,
+            Err(err) => break err,
+        }
+        // Let the driver write what the socket takes.
+        tokio::task::yield_now().await;
+    };
+    assert!(
+        matches!(refused, SendError::BufferFull { .. }),
+        "{refused:?}"
+    );
+    // What the socket took, plus the budget.
+    assert!((64..=72).contains(&sent), "{sent} messages of 1 KiB queued");
+    assert_eq!(driven.shared.status(), Status::Closing);
+    // The peer reads at last: what the socket held, then at once the close frame (the queue
+    // was dropped: the peer was not reading it).
+    let mut messages = 0;
+    let code = loop {
+        match driven.peer.recv().await {
+            Some(Decoded::Binary(_)) => messages += 1,
+            other => break close_frame(other),
+        }
+    };
+    assert_eq!(code, 1008);
+    assert!(messages < sent, "{messages} of {sent} reached the peer");
+    driven.peer.send_close(1008).await;
+    let ending = driven.ending().await;
+    assert_eq!(ending.code, CloseCode::POLICY_VIOLATION);
+    assert!(ending.is_error());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_command_during_a_partial_write_follows_the_whole_frame() {
+    // A 100 KiB message through a 1 KiB socket: it is written in pieces, and the close command
+    // arrives while it is half-way.
+    let mut driven = drive(&Limits::default(), 1024);
+    static BIG: [u8; 100 << 10] = [7; 100 << 10];
+    driven.send(&BIG).unwrap();
+    tokio::task::yield_now().await;
+    driven.shared.command(Command::Close {
+        code: CloseCode::NORMAL,
+        reason: String::new(),
+        timeout: None,
+    });
+    match driven.peer.recv().await {
+        Some(Decoded::Binary(payload)) => assert_eq!(&payload[..], &BIG[..]),
+        other => panic!("expected the whole message, got {other:?}"),
+    }
+    assert_eq!(close_frame(driven.peer.recv().await), 1000);
+    driven.peer.send_close(1000).await;
+    let ending = driven.ending().await;
+    assert!(ending.was_clean && !ending.is_error());
+    // The server closes the TCP connection after the handshake (RFC 6455 §7.1.1).
+    assert_eq!(driven.peer.recv().await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_close_is_echoed_then_the_socket_closed() {
+    let mut driven = drive(&Limits::default(), 64 << 10);
+    driven.peer.send(OpCode::Text, b"last words").await;
+    driven.peer.send_close(4001).await;
+    assert!(matches!(
+        driven.next().await,
+        Event::Message(Incoming::Text(_))
+    ));
+    assert_eq!(close_frame(driven.peer.recv().await), 4001);
+    assert_eq!(driven.peer.recv().await, None, "EOF after the echo");
+    let ending = driven.ending().await;
+    assert_eq!((ending.code, ending.was_clean), (CloseCode(4001), true));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_driver_that_is_dropped_leaves_its_connection_closed() {
+    let mut driven = drive(&Limits::default(), 64 << 10);
+    tokio::task::yield_now().await;
+    assert_eq!(driven.shared.status(), Status::Connected);
+    driven.task.abort();
+    let _ = (&mut driven.task).await;
+    assert_eq!(driven.shared.status(), Status::Closed);
+    assert_eq!(
+        driven.send(b"too late"),
+        Err(SendError::NotConnected(Status::Closed))
+    );
+}
