@@ -494,6 +494,37 @@ impl ServerHandler for Probe {
     }
 }
 
+/// How the probes record a message: `Text(the text)`, `Blob(b"the bytes")`, `Object(json)`;
+/// one over 64 KiB as its length and a hash of its bytes (formatting megabytes would make a
+/// debug-build test crawl), e.g. `Blob(16777216 bytes, fnv 1f2e...)`.
+pub fn shown(message: &ferrosock::Message) -> String {
+    use ferrosock::Message;
+    let bytes: &[u8] = match message {
+        Message::Text(t) => t.as_bytes(),
+        Message::Blob(b) => b,
+        Message::Object(v) => return format!("Object({v})"),
+    };
+    let kind = if message.as_text().is_some() {
+        "Text"
+    } else {
+        "Blob"
+    };
+    if bytes.len() > 64 << 10 {
+        return format!("{kind}({} bytes, fnv {:016x})", bytes.len(), fnv1a(bytes));
+    }
+    match message {
+        Message::Text(t) => format!("Text({t})"),
+        _ => format!("Blob({:?})", Bytes::copy_from_slice(bytes)),
+    }
+}
+
+/// FNV-1a, 64 bits.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Sends `data` back; once the connection is closing there is nobody to answer.
 fn echo(ws: &WebSocketConnection<Probe>, data: ferrosock::Message) {
     if let Err(err) = ws.send(data) {
@@ -524,12 +555,7 @@ impl ConnectionHandler for ProbeConnection {
 
     fn on_message(&self, ws: &WebSocketConnection<Probe>, event: MessageEvent) {
         let probe = ws.wss().handler();
-        let shown = match &event.data {
-            ferrosock::Message::Text(t) => format!("Text({t})"),
-            ferrosock::Message::Blob(b) => format!("Blob({b:?})"),
-            ferrosock::Message::Object(v) => format!("Object({v})"),
-        };
-        probe.record(format!("message {shown}"));
+        probe.record(format!("message {}", shown(&event.data)));
         match &probe.behavior {
             Behavior::Echo => echo(ws, event.data),
             Behavior::Silent | Behavior::PanicOnOpen => {}
@@ -633,12 +659,7 @@ impl ferrosock::ClientHandler for ClientProbe {
     }
 
     fn on_message(&self, _ws: &ferrosock::WebSocket<Self>, event: MessageEvent) {
-        let shown = match &event.data {
-            ferrosock::Message::Text(t) => format!("Text({t})"),
-            ferrosock::Message::Blob(b) => format!("Blob({b:?})"),
-            ferrosock::Message::Object(v) => format!("Object({v})"),
-        };
-        self.record(format!("message {shown}"));
+        self.record(format!("message {}", shown(&event.data)));
         if self.panic_on.is_some() && event.data.as_text() == self.panic_on {
             panic!("client on_message exploded");
         }

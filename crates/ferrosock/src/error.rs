@@ -152,6 +152,13 @@ impl From<crate::conn::SendError> for Error {
                 ErrorKind::BufferFull,
                 format!("cannot send: {buffered} bytes already queued (budget {budget})"),
             ),
+            crate::conn::SendError::ProcessFull { queued, cap } => Error::new(
+                ErrorKind::BufferFull,
+                format!(
+                    "cannot send: the process holds {queued} bytes of unsent messages (cap {cap}) \
+                     and this connection more than its share"
+                ),
+            ),
         }
     }
 }

@@ -83,6 +83,16 @@
 
 pub mod broker;
 mod client;
+/// The process-wide cap on bytes queued for sending, and what queued bytes cost.
+///
+/// A connection's own budget is [`Limits::max_outgoing_bytes`]; these functions bound what all
+/// connections (and client sockets) of the process hold together.
+pub mod memory {
+    pub use crate::conn::budget::{
+        max_queued_bytes, queued_bytes, set_max_queued_bytes, DEFAULT_MAX_QUEUED_BYTES,
+        QUEUED_MESSAGE_OVERHEAD,
+    };
+}
 mod conn;
 mod error;
 mod event;

@@ -1,9 +1,16 @@
-//! Per-connection limits (SPEC §6): every one has a safe default and a knob.
+//! Per-connection limits (SPEC §6): every one has a safe default and a knob. The process-wide
+//! cap on queued bytes is in [`crate::memory`].
 
 use std::time::Duration;
 
 /// Limits that protect a process from one connection. A violated limit closes only the
 /// connection that violated it, with the close code given for each field.
+///
+/// The defaults are sized for a server with many connections: 1 MiB messages (Python
+/// `websockets` chose the same; uWebSockets allows 16 KiB, Node `ws` 100 MiB) and 1 MiB of
+/// unsent data per connection, so that a thousand peers that stop reading hold about 1 GiB at
+/// most — and the process-wide cap ([`crate::memory`], 256 MiB by default) bounds them all
+/// together. Raise them for applications that move large messages (a file upload, say).
 ///
 /// Fields are public; setters of the same names chain:
 ///
@@ -11,26 +18,30 @@ use std::time::Duration;
 /// use std::time::Duration;
 /// use ferrosock::Limits;
 /// let limits = Limits::default()
-///     .max_message_size(1 << 20)
+///     .max_message_size(16 << 20)
+///     .max_frame_size(16 << 20)
 ///     .idle_timeout(Some(Duration::from_secs(20)));
-/// assert_eq!(limits.max_message_size, 1 << 20);
-/// assert_eq!(limits.max_frame_size, 64 << 20);
+/// assert_eq!(limits.max_message_size, 16 << 20);
+/// assert_eq!(Limits::default().max_outgoing_bytes, 1 << 20);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
-    /// The largest message accepted, all fragments counted. Larger: close 1009.
-    /// Default: 64 MiB.
+    /// The largest message accepted, all fragments counted (decompressed, with
+    /// permessage-deflate). Larger: close 1009. Default: 1 MiB.
     pub max_message_size: usize,
     /// The largest single frame accepted. Larger: close 1009, as soon as its header is read.
-    /// Default: 64 MiB, the message limit: Python `websockets` and Node `ws` send each message
+    /// Default: 1 MiB, the message limit: Python `websockets` and Node `ws` send each message
     /// as one frame, so a lower default would refuse messages the message limit allows. Lower
     /// it to refuse large frames before their payload arrives.
     pub max_frame_size: usize,
-    /// The budget of outgoing payload bytes queued and not yet written to the socket. A
-    /// `send` that would exceed it fails with [`ErrorKind::BufferFull`](crate::ErrorKind) and
-    /// [`backpressure`](Limits::backpressure) says what else happens.
-    /// Default: 64 MiB (one maximal message can always be queued on an idle connection).
+    /// The budget of outgoing bytes queued and not yet written to the socket, counted as
+    /// allocated: each message's payload plus
+    /// [`QUEUED_MESSAGE_OVERHEAD`](crate::memory::QUEUED_MESSAGE_OVERHEAD) for its place in
+    /// the queue. A `send` that would exceed it fails with
+    /// [`ErrorKind::BufferFull`](crate::ErrorKind) and [`backpressure`](Limits::backpressure)
+    /// says what else happens. One message always goes on an empty queue, whatever its size:
+    /// the budget bounds what piles up. Default: 1 MiB.
     pub max_outgoing_bytes: usize,
     /// What a `send` over [`max_outgoing_bytes`](Limits::max_outgoing_bytes) does to the
     /// connection. Default: [`BackpressurePolicy::Close`] (close 1008).
@@ -67,9 +78,9 @@ pub enum BackpressurePolicy {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_message_size: 64 << 20,
-            max_frame_size: 64 << 20,
-            max_outgoing_bytes: 64 << 20,
+            max_message_size: 1 << 20,
+            max_frame_size: 1 << 20,
+            max_outgoing_bytes: 1 << 20,
             backpressure: BackpressurePolicy::Close,
             keepalive_interval: Some(Duration::from_secs(30)),
             idle_timeout: Some(Duration::from_secs(60)),

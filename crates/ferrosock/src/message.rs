@@ -66,6 +66,12 @@ impl std::str::FromStr for DataType {
 /// What `send` puts on the wire follows the variant, whatever the data type: `Text` is a text
 /// frame, `Blob` a binary frame, `Object` a text frame holding its JSON.
 ///
+/// A queued message counts against the byte budgets by its length (see
+/// [`memory`](crate::memory)). Messages made from a `String`, a `Vec<u8>` or an object, and
+/// the messages ferrosock receives, own allocations of their own size; a [`Bytes`] given as it
+/// is keeps whatever allocation it is a view of alive: slice a large buffer with
+/// `Bytes::copy_from_slice` rather than `slice` before sending the piece.
+///
 /// ```
 /// use ferrosock::Message;
 /// let text = Message::from("hello");
@@ -128,9 +134,9 @@ impl Message {
             Message::Blob(bytes) => (OpCode::Binary, bytes),
             Message::Object(value) => (
                 OpCode::Text,
-                serde_json::to_vec(&value)
-                    .expect("a serde_json::Value always serialises")
-                    .into(),
+                tight_vec(
+                    serde_json::to_vec(&value).expect("a serde_json::Value always serialises"),
+                ),
             ),
         }
     }
@@ -169,6 +175,13 @@ impl From<&str> for Message {
 
 impl From<String> for Message {
     fn from(text: String) -> Message {
+        let slack = crate::proto::decoder::tight_slack(text.len());
+        // Without its spare capacity (`to_owned` allocates the length exactly).
+        let text = if text.capacity() <= text.len() + slack {
+            text
+        } else {
+            text.as_str().to_owned()
+        };
         Message::Text(ByteString::from(text))
     }
 }
@@ -187,7 +200,18 @@ impl From<Bytes> for Message {
 
 impl From<Vec<u8>> for Message {
     fn from(bytes: Vec<u8>) -> Message {
-        Message::Blob(bytes.into())
+        Message::Blob(tight_vec(bytes))
+    }
+}
+
+/// `bytes` without its spare capacity beyond a small slack: a queued message holds what the
+/// budget counts for it (a `String` built by pushing, or JSON, may have up to twice its length
+/// allocated).
+fn tight_vec(bytes: Vec<u8>) -> Bytes {
+    if bytes.capacity() <= bytes.len() + crate::proto::decoder::tight_slack(bytes.len()) {
+        Bytes::from(bytes)
+    } else {
+        Bytes::copy_from_slice(&bytes)
     }
 }
 

@@ -13,7 +13,7 @@
 //! peer vanishes, or when a handle aborts it; the socket is closed before
 //! [`Callbacks::on_end`] runs.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -25,9 +25,12 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::budget::{cost, Queued};
 use super::queue::{Command, Compress, Outgoing, Shared};
 use crate::limits::Limits;
+use crate::proto::decoder::{Input, SliceInput};
 use crate::proto::deflate::{Deflater, Inflater, Negotiated, PerMessageDeflate};
+use crate::proto::frame::MAX_HEADER_LEN;
 use crate::proto::{
     CloseCode, CloseFrame, Decoded, Decoder, DecoderConfig, OpCode, OutFrame, Role,
 };
@@ -201,7 +204,26 @@ const MAX_READ_RESERVE: usize = 256 * 1024;
 const SCRATCH_LEN: usize = 64 * 1024;
 
 thread_local! {
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
+    static SCRATCH: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
+}
+
+/// A queue emptied after a burst gives its memory back: an idle connection keeps no room for
+/// thousands of frames it no longer holds.
+fn shrink_if_drained<T>(queue: &mut VecDeque<T>) {
+    const KEPT: usize = 64;
+    if queue.is_empty() && queue.capacity() > KEPT {
+        *queue = VecDeque::new();
+    }
+}
+
+/// Makes `buf` able to hold `total` bytes, with an allocation of exactly that size when it
+/// must grow (`BytesMut::reserve` may double it).
+fn reserve_exact(buf: &mut BytesMut, total: usize) {
+    if buf.capacity() < total {
+        let mut grown = BytesMut::with_capacity(total);
+        grown.extend_from_slice(buf);
+        *buf = grown;
+    }
 }
 
 struct Driver<S, C> {
@@ -216,9 +238,9 @@ struct Driver<S, C> {
     /// `read_buf` holds bytes that have not been through the decoder yet.
     unprocessed: bool,
     /// What handles queued, taken from the outbox and not yet framed.
-    staged: VecDeque<Outgoing>,
+    staged: VecDeque<Queued<Outgoing>>,
     /// Frames to write, in order.
-    out: VecDeque<OutFrame>,
+    out: VecDeque<Queued<OutFrame>>,
     /// permessage-deflate's compressor and threshold, when negotiated.
     /// Boxed: most connections never negotiate it.
     deflater: Option<Box<(Deflater, usize)>>,
@@ -402,9 +424,9 @@ where
                 }
             }
 
-            // 3. Read.
+            // 3. Read and decode.
             if !self.read_eof {
-                match self.poll_read_some(cx) {
+                match self.poll_read(cx) {
                     Poll::Ready(Ok(0)) => {
                         self.read_eof = true;
                         return Poll::Ready(self.on_eof());
@@ -413,7 +435,6 @@ where
                         progressed = true;
                         self.heard = true;
                         self.ping_outstanding = false;
-                        self.process_input();
                     }
                     Poll::Ready(Err(err)) => return Poll::Ready(self.io_failed(&err)),
                     Poll::Pending => {}
@@ -442,13 +463,27 @@ where
             self.skip_to_close_frame();
             return;
         }
-        loop {
-            let decoded = match self.decoder.decode(&mut self.read_buf) {
+        let mut input = std::mem::take(&mut self.read_buf);
+        self.decode_all(&mut input);
+        self.read_buf = input;
+        if self.draining {
+            self.skip_to_close_frame();
+        } else if self.read_buf.is_empty() {
+            // Release the buffer: a payload split off it keeps its own allocation alive.
+            self.read_buf = BytesMut::new();
+        }
+    }
+
+    /// Decodes the frames of `input` and acts on each, until it needs more bytes or the
+    /// connection starts draining.
+    fn decode_all<I: Input>(&mut self, input: &mut I) {
+        while !self.draining {
+            let decoded = match self.decoder.decode_from(input) {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => break,
                 Err(err) => {
                     // Where the stream can be resynchronised to spot the peer's close reply:
-                    // after the frame that failed (its header is at the front of the buffer if
+                    // after the frame that failed (its header is at the front of the input if
                     // it failed at the header, consumed if it failed in its payload).
                     self.drain_skip = Some(self.decoder.frame_in_progress().unwrap_or(0));
                     let cause = err.to_string();
@@ -469,21 +504,54 @@ where
                     }
                 }
                 Decoded::Pong(_) => {}
-                Decoded::Close(frame) => {
-                    self.on_close_frame(frame);
-                    break;
-                }
+                Decoded::Close(frame) => self.on_close_frame(frame),
             }
-            if self.draining {
-                break;
-            }
+        }
+    }
+
+    /// Decodes what a read put in the thread's scratch buffer: first the end of a frame begun
+    /// in an earlier read (completed in `read_buf`), then whole frames straight from the
+    /// scratch (their payloads copied out, each in an allocation of its own size), and keeps
+    /// the start of an incomplete frame in `read_buf`, sized for that frame.
+    fn decode_read(&mut self, bytes: &mut [u8]) {
+        let mut input = SliceInput::new(bytes);
+        while !self.read_buf.is_empty() && !self.draining && !input.rest().is_empty() {
+            let need = match self.decoder.bytes_wanted(self.read_buf.len()) {
+                // A header not complete yet: at most a header's worth.
+                0 => MAX_HEADER_LEN,
+                wanted => wanted,
+            };
+            let n = need.min(input.rest().len());
+            // Room for the whole frame at once (under 64 KiB here): no regrowth per read.
+            let total = self.read_buf.len() + need;
+            reserve_exact(&mut self.read_buf, total);
+            self.read_buf.extend_from_slice(&input.rest()[..n]);
+            input.consume(n);
+            self.process_input();
+        }
+        if self.read_buf.is_empty() {
+            self.decode_all(&mut input);
+        }
+        let rest = input.rest();
+        if rest.is_empty() {
+            return;
         }
         if self.draining {
-            self.skip_to_close_frame();
-        } else if self.read_buf.is_empty() {
-            // Release the buffer: the messages handed out keep their own slices of it alive.
-            self.read_buf = BytesMut::new();
+            // A failure or the peer's close: the rest is skipped frame by frame (or dropped).
+            if self.drain_skip.is_some() {
+                self.read_buf.extend_from_slice(rest);
+                self.skip_to_close_frame();
+            }
+            return;
         }
+        // The start of a frame: its header (or part of it), or its payload's first bytes.
+        let capacity = match self.decoder.frame_in_progress() {
+            Some(len) => len.min(rest.len().max(MAX_READ_RESERVE)),
+            None => rest.len(),
+        };
+        let mut buf = BytesMut::with_capacity(capacity);
+        buf.extend_from_slice(rest);
+        self.read_buf = buf;
     }
 
     /// Draining after a failure: skips whole frames by their headers, without looking at
@@ -575,15 +643,20 @@ where
         if !self.close_sent {
             self.callbacks.shared().begin_closing(&mut self.staged);
             if discard_queued {
-                let dropped: usize = self.staged.drain(..).map(|item| item.budget_len()).sum();
+                let dropped: usize = self.staged.drain(..).map(|q| q.item.cost()).sum();
                 self.callbacks.shared().release(dropped);
             }
             self.frame_staged();
             if discard_queued {
                 // A frame partly written must be finished, or the stream would be corrupt.
                 let keep = usize::from(self.out_pos > 0);
-                let dropped: usize = self.out.drain(keep..).map(|f| f.payload().len()).sum();
+                let dropped: usize = self
+                    .out
+                    .drain(keep..)
+                    .map(|q| cost(q.item.payload().len()))
+                    .sum();
                 self.callbacks.shared().release(dropped);
+                shrink_if_drained(&mut self.out);
             }
             let payload = crate::proto::close::encode_payload(code, reason);
             self.queue_close_frame(payload, self.close_timeout);
@@ -618,7 +691,7 @@ where
     /// Frames what handles queued, compressing data messages when permessage-deflate is on.
     fn frame_staged(&mut self) {
         let role = self.role;
-        while let Some(item) = self.staged.pop_front() {
+        while let Some(Queued { item, mut held }) = self.staged.pop_front() {
             let frame = match item {
                 Outgoing::Frame(frame) => frame,
                 Outgoing::Message {
@@ -645,16 +718,18 @@ where
                         } else {
                             // The budget counted the message; count what is really queued.
                             let shared = self.callbacks.shared();
-                            shared.release(payload.len());
-                            shared.charge(compressed.len());
+                            shared.charge(cost(compressed.len()));
+                            shared.release(cost(payload.len()));
+                            held = shared.hold(cost(compressed.len()));
                             OutFrame::compressed(role, opcode, compressed, rand::random)
                         }
                     }
                     _ => OutFrame::new(role, opcode, payload, rand::random),
                 },
             };
-            self.out.push_back(frame);
+            self.out.push_back(Queued { item: frame, held });
         }
+        shrink_if_drained(&mut self.staged);
     }
 
     /// Queues a pong, within the outgoing budget: a peer that floods pings and never reads
@@ -675,8 +750,11 @@ where
     /// Queues a frame the protocol owes (pong, close, keepalive ping).
     fn queue_internal(&mut self, opcode: OpCode, payload: Bytes) {
         let frame = OutFrame::new(self.role, opcode, payload, rand::random);
-        self.callbacks.shared().charge(frame.payload().len());
-        self.out.push_back(frame);
+        let cost = cost(frame.payload().len());
+        let shared = self.callbacks.shared();
+        shared.charge(cost);
+        let held = shared.hold(cost);
+        self.out.push_back(Queued { item: frame, held });
     }
 
     /// The ending once our write side is shut, if nothing more needs to be read.
@@ -727,7 +805,7 @@ where
         while !self.out.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut count = 0;
-            for (i, frame) in self.out.iter().enumerate() {
+            for (i, Queued { item: frame, .. }) in self.out.iter().enumerate() {
                 if count + 2 > MAX_IOV {
                     break;
                 }
@@ -765,38 +843,82 @@ where
     /// Marks `written` bytes of `out` as written and returns their budget.
     fn advance(&mut self, mut written: usize) {
         let mut released = 0;
-        while let Some(front) = self.out.front() {
+        while let Some(Queued { item: front, .. }) = self.out.front() {
             let rest = front.wire_len() - self.out_pos;
             if written < rest {
                 self.out_pos += written;
                 break;
             }
             written -= rest;
-            released += front.payload().len();
+            released += cost(front.payload().len());
             self.out.pop_front();
             self.out_pos = 0;
         }
+        shrink_if_drained(&mut self.out);
         self.callbacks.shared().release(released);
     }
 
-    fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let wanted = self.decoder.bytes_wanted(self.read_buf.len());
-        let io = Pin::new(&mut self.io);
-        // Draining with framing lost: bytes are read only to be thrown away.
-        let discard = self.draining && self.drain_skip.is_none();
-        if discard || (self.read_buf.is_empty() && wanted < SCRATCH_LEN) {
-            let read_buf = &mut self.read_buf;
-            return SCRATCH.with_borrow_mut(|scratch| {
-                let mut buf = ReadBuf::new(scratch);
-                std::task::ready!(io.poll_read(cx, &mut buf))?;
-                if !discard {
-                    read_buf.extend_from_slice(buf.filled());
-                }
-                Poll::Ready(Ok(buf.filled().len()))
-            });
+    /// Reads what the socket has and decodes it. `Ready(Ok(0))`: the peer closed its side.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.draining {
+            let n = std::task::ready!(self.poll_read_draining(cx))?;
+            if n > 0 {
+                self.skip_to_close_frame();
+            }
+            return Poll::Ready(Ok(n));
         }
-        self.read_buf
-            .reserve(wanted.clamp(MIN_READ, MAX_READ_RESERVE));
+        let wanted = self.decoder.bytes_wanted(self.read_buf.len());
+        if wanted >= SCRATCH_LEN {
+            // A large frame: read straight into its own buffer, and no further than its end,
+            // so that its payload is split off without a copy and owns its whole allocation.
+            let total = self.read_buf.len() + wanted;
+            let step = (self.read_buf.len() * 2).max(self.read_buf.len() + MAX_READ_RESERVE);
+            if self.read_buf.capacity() == self.read_buf.len() {
+                // Memory follows the bytes that arrive, not the length the header announced.
+                reserve_exact(&mut self.read_buf, total.min(step));
+            }
+            let io = Pin::new(&mut self.io);
+            let mut limited = bytes::BufMut::limit(&mut self.read_buf, wanted);
+            let n = std::task::ready!(tokio_util::io::poll_read_buf(io, cx, &mut limited))?;
+            if n > 0 {
+                self.process_input();
+            }
+            return Poll::Ready(Ok(n));
+        }
+        // Taken out of the thread's slot while in use: a callback run from here that drove
+        // another connection on this thread would find the slot empty and use its own.
+        let mut scratch = SCRATCH
+            .take()
+            .unwrap_or_else(|| vec![0; SCRATCH_LEN].into_boxed_slice());
+        let mut buf = ReadBuf::new(&mut scratch);
+        let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);
+        let n = buf.filled().len();
+        if let Poll::Ready(Ok(())) = read {
+            if n > 0 {
+                self.decode_read(&mut scratch[..n]);
+            }
+        }
+        SCRATCH.set(Some(scratch));
+        std::task::ready!(read)?;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Reads while draining: into the scratch to throw away when framing is lost, into
+    /// `read_buf` (to skip frame by frame) otherwise.
+    fn poll_read_draining(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let io = Pin::new(&mut self.io);
+        if self.drain_skip.is_none() {
+            let mut scratch = SCRATCH
+                .take()
+                .unwrap_or_else(|| vec![0; SCRATCH_LEN].into_boxed_slice());
+            let mut buf = ReadBuf::new(&mut scratch);
+            let read = io.poll_read(cx, &mut buf);
+            let n = buf.filled().len();
+            SCRATCH.set(Some(scratch));
+            std::task::ready!(read)?;
+            return Poll::Ready(Ok(n));
+        }
+        self.read_buf.reserve(MIN_READ);
         tokio_util::io::poll_read_buf(io, cx, &mut self.read_buf)
     }
 

@@ -6,6 +6,7 @@
 //! through its [`Shared`] state (send, close, status). There is one driver in the crate, used
 //! by both roles.
 
+pub(crate) mod budget;
 mod driver;
 mod queue;
 mod stream;

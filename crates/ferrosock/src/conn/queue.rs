@@ -3,16 +3,18 @@
 //! `send` never blocks: it appends a ready-made frame to the outbox under a short lock and
 //! wakes the driver. The outgoing byte budget is counted here: bytes enter it when queued and
 //! leave it when the driver has written them to the socket, so a peer that stops reading
-//! fills only its own budget.
+//! fills only its own budget. What a queued item costs, and the process-wide cap, are in
+//! [`super::budget`].
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use atomic_waker::AtomicWaker;
 
 use bytes::Bytes;
 
+use super::budget::{cost, Charge, Held, Pool, Queued, POOL, QUEUED_MESSAGE_OVERHEAD};
 use super::Status;
 use crate::limits::BackpressurePolicy;
 use crate::proto::{CloseCode, OpCode, OutFrame};
@@ -45,12 +47,17 @@ pub(crate) enum Outgoing {
 }
 
 impl Outgoing {
-    /// The payload bytes this counts against the budget.
-    pub(crate) fn budget_len(&self) -> usize {
+    /// The payload's length.
+    pub(crate) fn payload_len(&self) -> usize {
         match self {
             Outgoing::Frame(frame) => frame.payload().len(),
             Outgoing::Message { payload, .. } => payload.len(),
         }
+    }
+
+    /// What this costs against a budget: its payload and its place in the queue.
+    pub(crate) fn cost(&self) -> usize {
+        cost(self.payload_len())
     }
 }
 
@@ -62,9 +69,11 @@ pub(crate) struct Shared {
     /// A [`Status`] as `u8`. Changes only under the outbox lock, so that a frame is never
     /// queued behind a close frame.
     status: AtomicU8,
-    /// Payload bytes queued by `send` and not yet written. Invariant: `<= budget` except
-    /// transiently while the driver subtracts what it wrote.
+    /// What the items queued and not yet written cost ([`cost`]). Invariant: `<= budget`, or
+    /// one item alone, except transiently while the driver subtracts what it wrote.
     buffered: AtomicUsize,
+    /// The process-wide account this connection's queue counts in.
+    pool: &'static Pool,
     /// Set when a `Fail` or `Abort` command is accepted.
     failing: AtomicBool,
     /// permessage-deflate was negotiated: data goes to the driver as messages to compress.
@@ -86,7 +95,7 @@ pub(crate) struct Shared {
 
 #[derive(Debug, Default)]
 struct Outbox {
-    frames: VecDeque<Outgoing>,
+    frames: VecDeque<Queued<Outgoing>>,
     /// Boxed: rarely set, and every connection carries the outbox for its whole life.
     command: Option<Box<Command>>,
 }
@@ -123,11 +132,24 @@ pub(crate) enum SendError {
     NotConnected(Status),
     /// The frame would exceed the outgoing byte budget.
     BufferFull { buffered: usize, budget: usize },
+    /// The process-wide cap is reached and this connection holds more than its share.
+    ProcessFull { queued: usize, cap: usize },
 }
 
 impl Shared {
     pub(crate) fn new(status: Status, budget: usize, policy: BackpressurePolicy) -> Shared {
+        Shared::with_pool(status, budget, policy, &POOL)
+    }
+
+    /// [`new`](Self::new), counting in `pool` rather than the process's.
+    pub(crate) fn with_pool(
+        status: Status,
+        budget: usize,
+        policy: BackpressurePolicy,
+        pool: &'static Pool,
+    ) -> Shared {
         Shared {
+            pool,
             outbox: Mutex::new(Outbox::default()),
             waker: AtomicWaker::new(),
             status: AtomicU8::new(status as u8),
@@ -169,22 +191,60 @@ impl Shared {
         }
     }
 
-    /// Queues a data frame or message for the driver to write. Its payload counts against the
-    /// budget until written.
+    /// Queues a data frame or message for the driver to write. It counts against the budget
+    /// until written ([`Outgoing::cost`]).
     pub(crate) fn send(&self, frame: Outgoing) -> Result<(), SendError> {
-        let len = frame.budget_len();
+        self.send_sharing(frame, None)
+    }
+
+    /// [`send`](Self::send) for a payload that other queues share: `payload` is its charge to
+    /// the process-wide total, made once for all of them.
+    pub(crate) fn send_sharing(
+        &self,
+        frame: Outgoing,
+        payload: Option<Arc<Charge>>,
+    ) -> Result<(), SendError> {
+        let cost = frame.cost();
+        let own = if payload.is_some() {
+            QUEUED_MESSAGE_OVERHEAD
+        } else {
+            cost
+        };
+        // Charged before the checks, so that they see it; refused, it is released on return.
+        let held = Held::new(self.pool.charge(own), payload);
         let mut outbox = self.lock();
         let status = self.status();
         if status != Status::Connected {
             return Err(SendError::NotConnected(status));
         }
         let buffered = self.buffered.load(Ordering::Acquire);
-        if buffered.saturating_add(len) > self.budget {
+        // The budget bounds what piles up: one message always goes on an empty queue, whatever
+        // its size (`max_message_size` and the application bound that).
+        let refused = if buffered > 0 && buffered.saturating_add(cost) > self.budget {
+            Some(SendError::BufferFull {
+                buffered,
+                budget: self.budget,
+            })
+        } else if self.pool.over_share(buffered.saturating_add(cost)) {
+            Some(SendError::ProcessFull {
+                queued: self.pool.total(),
+                cap: self.pool.cap(),
+            })
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
             if self.policy == BackpressurePolicy::Close {
-                let cause = format!(
-                    "outgoing buffer limit exceeded: {buffered} bytes queued, budget {}",
-                    self.budget
-                );
+                let cause = match refused {
+                    SendError::ProcessFull { queued, cap } => format!(
+                        "process-wide outgoing limit reached: {queued} bytes queued in the \
+                         process (cap {cap}), {buffered} on this connection"
+                    ),
+                    _ => format!(
+                        "outgoing buffer limit exceeded: {buffered} bytes queued, budget {}",
+                        self.budget
+                    ),
+                };
                 self.command_locked(
                     &mut outbox,
                     Command::Fail {
@@ -196,16 +256,25 @@ impl Shared {
                     },
                 );
             }
-            return Err(SendError::BufferFull {
-                buffered,
-                budget: self.budget,
-            });
+            return Err(refused);
         }
-        self.buffered.fetch_add(len, Ordering::AcqRel);
-        outbox.frames.push_back(frame);
+        self.add(cost);
+        outbox.frames.push_back(Queued { item: frame, held });
         drop(outbox);
         self.notify();
         Ok(())
+    }
+
+    /// Counts `bytes` more on this connection's queue.
+    fn add(&self, bytes: usize) {
+        if self.buffered.fetch_add(bytes, Ordering::AcqRel) == 0 && bytes > 0 {
+            self.pool.set_busy(true);
+        }
+    }
+
+    /// Driver side: the process-wide charge for an item of `cost` the driver queues itself.
+    pub(crate) fn hold(&self, cost: usize) -> Held {
+        Held::new(self.pool.charge(cost), None)
     }
 
     /// Tells the driver something is queued, waking it unless it is polling already.
@@ -277,7 +346,7 @@ impl Shared {
     }
 
     /// Driver side: moves queued frames into `into`, returns the pending command.
-    pub(crate) fn take(&self, into: &mut VecDeque<Outgoing>) -> Option<Command> {
+    pub(crate) fn take(&self, into: &mut VecDeque<Queued<Outgoing>>) -> Option<Command> {
         let mut outbox = self.lock();
         self.pending.store(false, Ordering::Release);
         if into.is_empty() {
@@ -290,7 +359,7 @@ impl Shared {
 
     /// Driver side: stops `send` (the driver is closing on its own account) and returns the
     /// frames queued so far.
-    pub(crate) fn begin_closing(&self, into: &mut VecDeque<Outgoing>) {
+    pub(crate) fn begin_closing(&self, into: &mut VecDeque<Queued<Outgoing>>) {
         let mut outbox = self.lock();
         if self.status() == Status::Connected {
             self.set_status_locked(Status::Closing);
@@ -304,20 +373,27 @@ impl Shared {
         self.set_status_locked(Status::Closed);
         outbox.frames = VecDeque::new();
         outbox.command = None;
-        self.buffered.store(0, Ordering::Release);
-    }
-
-    /// Driver side: `bytes` of budgeted payload reached the socket (or were dropped).
-    pub(crate) fn release(&self, bytes: usize) {
-        if bytes > 0 {
-            self.buffered.fetch_sub(bytes, Ordering::AcqRel);
+        if self.buffered.swap(0, Ordering::AcqRel) > 0 {
+            self.pool.set_busy(false);
         }
     }
 
-    /// Driver side: counts a frame the driver queued itself (pong, ping, close) against the
-    /// budget until it is written, like the frames `send` queues.
+    /// Driver side: items that cost `bytes` reached the socket (or were dropped).
+    pub(crate) fn release(&self, bytes: usize) {
+        if bytes > 0 && self.buffered.fetch_sub(bytes, Ordering::AcqRel) == bytes {
+            self.pool.set_busy(false);
+        }
+    }
+
+    /// Driver side: counts an item the driver queued itself (pong, ping, close, a compressed
+    /// message) against the budget until it is written, like the frames `send` queues.
     pub(crate) fn charge(&self, bytes: usize) {
-        self.buffered.fetch_add(bytes, Ordering::AcqRel);
+        self.add(bytes);
+    }
+
+    /// The process-wide account this connection counts in.
+    pub(crate) fn pool(&self) -> &'static Pool {
+        self.pool
     }
 
     /// Whether the queued bytes exceed the budget.
@@ -363,15 +439,26 @@ mod tests {
         }))
     }
 
+    /// A pool of the test's own, so that tests running side by side do not share a total.
+    fn pool(cap: usize) -> &'static Pool {
+        Box::leak(Box::new(Pool::new(cap)))
+    }
+
+    fn connection(budget: usize, policy: BackpressurePolicy, pool: &'static Pool) -> Shared {
+        Shared::with_pool(Status::Connected, budget, policy, pool)
+    }
+
     #[test]
     fn the_budget_counts_until_written() {
-        let shared = Shared::new(Status::Connected, 100, BackpressurePolicy::Reject);
+        let pool = pool(usize::MAX);
+        let budget = cost(60) + cost(40);
+        let shared = connection(budget, BackpressurePolicy::Reject, pool);
         shared.send(frame(60)).unwrap();
         assert_eq!(
             shared.send(frame(41)),
             Err(SendError::BufferFull {
-                buffered: 60,
-                budget: 100
+                buffered: cost(60),
+                budget
             })
         );
         let mut out = VecDeque::new();
@@ -379,8 +466,11 @@ mod tests {
         assert_eq!(out.len(), 1);
         // Taken by the driver but not written: still counted.
         assert!(shared.send(frame(41)).is_err());
-        shared.release(60);
-        shared.send(frame(100)).unwrap();
+        assert_eq!(pool.total(), cost(60), "the process counts it too");
+        shared.send(frame(40)).unwrap();
+        shared.release(cost(60) + cost(40));
+        out.clear();
+        assert_eq!(pool.total(), cost(40), "what the outbox still holds");
         assert_eq!(
             shared.status(),
             Status::Connected,
@@ -388,16 +478,29 @@ mod tests {
         );
     }
 
+    /// The budget bounds what piles up; one message larger than the budget still goes on an
+    /// empty queue (max_message_size and the application bound a single message).
+    #[test]
+    fn one_message_always_goes_on_an_empty_queue() {
+        let shared = connection(100, BackpressurePolicy::Reject, pool(usize::MAX));
+        shared.send(frame(1000)).unwrap();
+        assert!(shared.send(frame(1)).is_err());
+        shared.release(cost(1000));
+        shared.send(frame(1)).unwrap();
+    }
+
     #[test]
     fn the_close_policy_fails_the_connection() {
-        let shared = Shared::new(Status::Connected, 10, BackpressurePolicy::Close);
-        assert!(shared.send(frame(11)).is_err());
+        let shared = connection(cost(10), BackpressurePolicy::Close, pool(usize::MAX));
+        shared.send(frame(10)).unwrap();
+        assert!(shared.send(frame(1)).is_err());
         assert_eq!(shared.status(), Status::Closing);
         let mut out = VecDeque::new();
         assert!(matches!(
             shared.take(&mut out),
             Some(Command::Fail {
                 code: CloseCode::POLICY_VIOLATION,
+                discard_queued: true,
                 ..
             })
         ));
@@ -405,6 +508,49 @@ mod tests {
             shared.send(frame(1)),
             Err(SendError::NotConnected(Status::Closing))
         );
+    }
+
+    /// At the process-wide cap, the connections that hold more than their share are refused
+    /// (and, by their policy, closed); those that keep up go on.
+    #[test]
+    fn at_the_process_cap_the_connections_over_their_share_are_cut() {
+        let pool = pool(10 * cost(1000));
+        let stalled = connection(usize::MAX, BackpressurePolicy::Close, pool);
+        let keeping_up = connection(usize::MAX, BackpressurePolicy::Close, pool);
+        keeping_up.send(frame(1000)).unwrap();
+        // The stalled reader piles up to the cap, and past it while it holds no more than its
+        // share... which it does not, with two busy connections.
+        let mut sent = 0;
+        while stalled.send(frame(1000)).is_ok() {
+            sent += 1;
+        }
+        assert_eq!(sent, 9, "the cap: 10 messages in the process");
+        assert_eq!(stalled.status(), Status::Closing, "cut by its policy");
+        // The one that keeps up is under its share: it goes on, even past the cap.
+        assert!(pool.total() >= pool.cap());
+        keeping_up.send(frame(1000)).unwrap();
+        assert_eq!(keeping_up.status(), Status::Connected);
+        // The stalled connection's queue is freed with it: the process is under its cap again.
+        stalled.finish();
+        assert!(
+            pool.total() < pool.cap(),
+            "{} of {}",
+            pool.total(),
+            pool.cap()
+        );
+        assert_eq!(pool.busy(), 1);
+    }
+
+    #[test]
+    fn a_refused_message_leaves_nothing_in_the_process_total() {
+        let pool = pool(usize::MAX);
+        let shared = connection(cost(10), BackpressurePolicy::Reject, pool);
+        shared.send(frame(10)).unwrap();
+        let before = pool.total();
+        assert!(shared.send(frame(10)).is_err());
+        assert_eq!(pool.total(), before);
+        shared.finish();
+        assert_eq!(pool.total(), 0, "finish frees the outbox");
     }
 
     #[test]

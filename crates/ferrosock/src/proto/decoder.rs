@@ -1,10 +1,16 @@
 //! Bytes → messages: frame parsing, unmasking, fragment assembly, UTF-8 and limits.
 //!
-//! The decoder works on the connection's read buffer in place. A frame's payload is unmasked
-//! and (for text) UTF-8-checked as its bytes arrive, so a bad message fails as soon as its
-//! first bad byte is read, even in the middle of a large frame. An unfragmented message is
-//! handed out as a slice of the read buffer (`split_to`, no copy); only fragmented messages
-//! are copied, once, into an assembly buffer.
+//! The decoder works on its input in place. A frame's payload is unmasked and (for text)
+//! UTF-8-checked as its bytes arrive, so a bad message fails as soon as its first bad byte is
+//! read, even in the middle of a large frame.
+//!
+//! Every payload it hands out is *tight*: its allocation is its length (within a small slack,
+//! [`tight_slack`]), so that a message an application keeps, or queues on other connections,
+//! holds no memory beyond what a byte budget counts for it. From a [`BytesMut`] that holds
+//! the frame and little else, the payload is split off without a copy (a large frame read
+//! into a buffer of its own); otherwise, and from a [`SliceInput`] (a read buffer that is
+//! reused), it is copied out. Fragmented messages are assembled in one buffer, made tight at
+//! the end.
 
 use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
@@ -16,6 +22,100 @@ use super::frame::{FrameHeader, OpCode};
 use super::mask::apply_mask_at;
 use super::utf8::Utf8Validator;
 use super::Role;
+
+/// The input the decoder takes frames from: the bytes not decoded yet, at the front.
+pub trait Input {
+    /// The bytes not consumed yet (the decoder unmasks them in place).
+    fn remaining(&mut self) -> &mut [u8];
+    /// Consumes `n` bytes (`n <= remaining().len()`).
+    fn consume(&mut self, n: usize);
+    /// Consumes the first `n` bytes and returns them as a tight [`Bytes`].
+    fn take(&mut self, n: usize) -> Bytes;
+}
+
+/// A connection's own buffer: the payload is split off without a copy when the buffer's
+/// allocation holds little else, copied out otherwise.
+impl Input for BytesMut {
+    fn remaining(&mut self) -> &mut [u8] {
+        self
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.advance(n);
+    }
+
+    fn take(&mut self, n: usize) -> Bytes {
+        // `capacity` counts from the payload's start to the end of the allocation: the payload
+        // and whatever follows it (bytes and spare room).
+        if self.capacity() <= n + tight_slack(n) {
+            self.split_to(n).freeze()
+        } else {
+            let payload = Bytes::copy_from_slice(&self[..n]);
+            self.advance(n);
+            payload
+        }
+    }
+}
+
+/// A read buffer that is reused once decoded (a thread's scratch buffer): payloads are copied
+/// out of it, and the caller keeps what is left of an incomplete frame.
+#[derive(Debug)]
+pub struct SliceInput<'a> {
+    bytes: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> SliceInput<'a> {
+    /// Decodes from the start of `bytes`.
+    pub fn new(bytes: &'a mut [u8]) -> SliceInput<'a> {
+        SliceInput { bytes, pos: 0 }
+    }
+
+    /// The bytes not consumed yet: an incomplete frame, for the caller to keep.
+    pub fn rest(&self) -> &[u8] {
+        &self.bytes[self.pos..]
+    }
+}
+
+impl Input for SliceInput<'_> {
+    fn remaining(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+    }
+
+    fn take(&mut self, n: usize) -> Bytes {
+        let payload = Bytes::copy_from_slice(&self.bytes[self.pos..self.pos + n]);
+        self.pos += n;
+        payload
+    }
+}
+
+/// How much larger than `len` bytes their DEFLATE form may be. zlib stores what it cannot
+/// shrink in streaming mode only block by block: Python `websockets` sends 16 MiB of random
+/// bytes as 16,818,127 (0.24% more). 1/32 leaves room for any sensible compressor.
+fn compressed_slack(len: usize) -> usize {
+    len / 32 + 1024
+}
+
+/// The most a tight allocation may exceed its length by: 64 bytes, or 1/64 of the length.
+pub fn tight_slack(len: usize) -> usize {
+    64 + len / 64
+}
+
+/// `buf` as [`Bytes`] whose allocation is its length within [`tight_slack`]: frozen as it is
+/// when it already is, copied into an exact allocation when it has more spare room. (Copied
+/// rather than shrunk: an allocator may keep a block it is asked to shrink by less than half,
+/// as mimalloc does.)
+pub fn tight(buf: BytesMut) -> Bytes {
+    if buf.capacity() <= buf.len() + tight_slack(buf.len()) {
+        buf.freeze()
+    } else {
+        Bytes::copy_from_slice(&buf)
+    }
+}
 
 /// What the decoder enforces.
 #[derive(Clone, Copy, Debug)]
@@ -118,7 +218,7 @@ impl Assembly {
         match self {
             Assembly::Empty => Bytes::new(),
             Assembly::One(b) => b,
-            Assembly::Many(b) => b.freeze(),
+            Assembly::Many(b) => tight(b),
         }
     }
 }
@@ -166,15 +266,23 @@ impl Decoder {
     /// assert!(buf.is_empty());
     /// ```
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, ProtocolError> {
+        self.decode_from(buf)
+    }
+
+    /// [`decode`](Self::decode) from any [`Input`]: a [`SliceInput`] over a read buffer that
+    /// the caller reuses, say. After `Ok(None)`, what is left of the input is the start of a
+    /// frame (and the bytes of it already unmasked and checked); decoding goes on with those
+    /// bytes at the front of the next input.
+    pub fn decode_from<I: Input>(&mut self, buf: &mut I) -> Result<Option<Decoded>, ProtocolError> {
         loop {
             let frame = match &mut self.frame {
                 Some(frame) => frame,
                 None => {
-                    let Some((header, header_len)) = FrameHeader::decode(buf)? else {
+                    let Some((header, header_len)) = FrameHeader::decode(buf.remaining())? else {
                         return Ok(None);
                     };
                     let len = self.check_header(&header)?;
-                    buf.advance(header_len);
+                    buf.consume(header_len);
                     self.frame.insert(FrameInProgress {
                         header,
                         len,
@@ -183,9 +291,10 @@ impl Decoder {
                 }
             };
 
-            let available = buf.len().min(frame.len);
+            let bytes = buf.remaining();
+            let available = bytes.len().min(frame.len);
             if available > frame.processed {
-                let fresh = &mut buf[frame.processed..available];
+                let fresh = &mut bytes[frame.processed..available];
                 if let Some(key) = frame.header.mask {
                     apply_mask_at(fresh, key, frame.processed);
                 }
@@ -203,7 +312,7 @@ impl Decoder {
             }
 
             let header = frame.header;
-            let payload = buf.split_to(frame.len).freeze();
+            let payload = buf.take(frame.len);
             self.frame = None;
             if let Some(decoded) = self.complete_frame(header, payload)? {
                 return Ok(Some(decoded));
@@ -241,19 +350,36 @@ impl Decoder {
             (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
             _ => {}
         }
-        if header.payload_len > self.config.max_frame_size as u64 {
+        // A compressed message may take a little more room than its text (DEFLATE stores what
+        // it cannot shrink, with a few bytes per block): the compressed form of a message at the
+        // limit is accepted, and its decompressed size is held to `max_message_size` exactly.
+        let compressed = match header.opcode {
+            OpCode::Text | OpCode::Binary => header.rsv1,
+            OpCode::Continuation => self.message.as_ref().is_some_and(|m| m.compressed),
+            _ => false,
+        };
+        let slack = |limit: usize| {
+            if compressed {
+                limit.saturating_add(compressed_slack(limit))
+            } else {
+                limit
+            }
+        };
+        let max_frame = slack(self.config.max_frame_size);
+        if header.payload_len > max_frame as u64 {
             return Err(ProtocolError::FrameTooLarge {
                 size: header.payload_len,
                 max: self.config.max_frame_size as u64,
             });
         }
         let len = header.payload_len as usize;
+        let max_message = slack(self.config.max_message_size);
         match header.opcode {
             OpCode::Text | OpCode::Binary => {
                 if self.message.is_some() {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
-                self.check_message_size(0, len)?;
+                self.check_message_size(0, len, max_message)?;
                 self.message = Some(MessageInProgress {
                     text: header.opcode == OpCode::Text,
                     compressed: header.rsv1,
@@ -263,16 +389,21 @@ impl Decoder {
             }
             OpCode::Continuation => match &self.message {
                 None => return Err(ProtocolError::UnexpectedContinuation),
-                Some(message) => self.check_message_size(message.data.len(), len)?,
+                Some(message) => self.check_message_size(message.data.len(), len, max_message)?,
             },
             OpCode::Close | OpCode::Ping | OpCode::Pong => {}
         }
         Ok(len)
     }
 
-    fn check_message_size(&self, so_far: usize, more: usize) -> Result<(), ProtocolError> {
+    fn check_message_size(
+        &self,
+        so_far: usize,
+        more: usize,
+        max: usize,
+    ) -> Result<(), ProtocolError> {
         let size = so_far as u64 + more as u64;
-        if size > self.config.max_message_size as u64 {
+        if size > max as u64 {
             return Err(ProtocolError::MessageTooLarge {
                 size,
                 max: self.config.max_message_size as u64,
@@ -383,6 +514,46 @@ mod tests {
             }
         }
         Ok(out)
+    }
+
+    /// DEFLATE stores what it cannot shrink: a random message at the limit compresses to a
+    /// frame a little over it, which must be accepted (its decompressed size is what counts).
+    #[test]
+    fn an_incompressible_message_at_the_limit_passes_compressed() {
+        use crate::proto::deflate::{Deflater, Inflater};
+        let limit = 64 << 10;
+        let mut state = 7u32;
+        let noise: Vec<u8> = (0..limit)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            })
+            .collect();
+        let compressed = Deflater::new(15, true, 6, 8).compress(&noise);
+        assert!(compressed.len() > limit, "the premise: it grew");
+        let mut header = FrameHeader::new(OpCode::Binary, compressed.len() as u64, Some(KEY));
+        header.rsv1 = true;
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        let mut bytes = head[..n].to_vec();
+        let mut body = compressed.to_vec();
+        apply_mask(&mut body, KEY);
+        bytes.extend_from_slice(&body);
+        let config = DecoderConfig {
+            role: Role::Server,
+            max_frame_size: limit,
+            max_message_size: limit,
+        };
+        let mut decoder = Decoder::new(config);
+        decoder.set_inflater(Inflater::new(15, true));
+        let out = decode_all(&mut decoder, &bytes).unwrap();
+        assert_eq!(out, vec![Decoded::Binary(noise.into())]);
+        // Uncompressed, one byte over the limit is refused as before.
+        let over = frame(true, OpCode::Binary, &vec![0; limit + 1]);
+        assert!(matches!(
+            decode_all(&mut Decoder::new(config), &over),
+            Err(ProtocolError::FrameTooLarge { .. })
+        ));
     }
 
     #[test]

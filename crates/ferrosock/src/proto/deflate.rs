@@ -666,7 +666,8 @@ impl Deflater {
         if self.reset {
             self.state = None;
         }
-        out.freeze()
+        // Its allocation is its length: a queued frame holds what the budget counts.
+        super::decoder::tight(out)
     }
 }
 
@@ -777,7 +778,8 @@ impl Inflater {
         if self.reset || stream_ended {
             self.state = None;
         }
-        Ok(out.freeze())
+        // The output doubled as it grew: a message kept or forwarded holds only its length.
+        Ok(super::decoder::tight(out))
     }
 }
 

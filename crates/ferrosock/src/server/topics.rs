@@ -6,14 +6,18 @@
 //! context takeover (their compressed messages depend on nothing else). Connections with
 //! context takeover must compress in their own order: their driver does it.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 
+use crate::conn::budget::Charge;
 use crate::conn::{Compress, Outgoing, Shared};
 use crate::message::Message;
 use crate::proto::deflate::Deflater;
 use crate::proto::{OpCode, OutFrame, PerMessageDeflate, Role};
+
+/// A compressed frame, and its charge to the process-wide total.
+type Compressed = (OutFrame, Arc<Charge>);
 
 /// A message ready to be queued on any number of server connections.
 pub(crate) struct Prepared {
@@ -21,9 +25,11 @@ pub(crate) struct Prepared {
     payload: Bytes,
     /// The uncompressed frame, header built once.
     plain: OutFrame,
+    /// The payload's charge to the process-wide total, made once for every queue it goes on.
+    plain_charge: OnceLock<Arc<Charge>>,
     /// Per window size (8 to 15 bits): `None` until a connection needs it; then the compressed
-    /// frame, or `None` inside when compression would not shorten the message.
-    compressed: Mutex<[Option<Option<OutFrame>>; 8]>,
+    /// frame and its charge, or `None` inside when compression would not shorten the message.
+    compressed: Mutex<[Option<Option<Compressed>>; 8]>,
     /// How many encodings were built (the plain frame included): for the tests.
     #[cfg(test)]
     encodings: std::sync::atomic::AtomicUsize,
@@ -39,6 +45,7 @@ impl Prepared {
             opcode,
             payload,
             plain,
+            plain_charge: OnceLock::new(),
             compressed: Mutex::new(Default::default()),
             #[cfg(test)]
             encodings: std::sync::atomic::AtomicUsize::new(1),
@@ -50,23 +57,41 @@ impl Prepared {
         (self.opcode, &self.payload)
     }
 
+    /// Queues this message on the connection with this `shared` state, on a server whose
+    /// deflate settings are `deflate`. Whether it went (a full budget refuses it).
+    pub(crate) fn send(&self, shared: &Shared, deflate: &PerMessageDeflate) -> bool {
+        let (outgoing, charge) = self.outgoing(shared, deflate);
+        shared.send_sharing(outgoing, Some(charge)).is_ok()
+    }
+
     /// What to queue on a connection with this `shared` state, on a server whose deflate
-    /// settings are `deflate`: the same decisions as `Compress::Auto` in the driver.
-    pub(crate) fn outgoing(&self, shared: &Shared, deflate: &PerMessageDeflate) -> Outgoing {
+    /// settings are `deflate` (the same decisions as `Compress::Auto` in the driver), and the
+    /// process-wide charge of its payload, shared by every queue it goes on.
+    pub(crate) fn outgoing(
+        &self,
+        shared: &Shared,
+        deflate: &PerMessageDeflate,
+    ) -> (Outgoing, Arc<Charge>) {
+        let plain_charge = || {
+            self.plain_charge
+                .get_or_init(|| Arc::new(shared.pool().charge(self.payload.len())))
+                .clone()
+        };
         if !shared.deflate() || self.payload.len() < deflate.threshold {
-            return Outgoing::Frame(self.plain.clone());
+            return (Outgoing::Frame(self.plain.clone()), plain_charge());
         }
         let Some(bits) = shared.resetting_window() else {
             // Context takeover: this connection's compressor state decides the bytes.
-            return Outgoing::Message {
+            let message = Outgoing::Message {
                 opcode: self.opcode,
                 payload: self.payload.clone(),
                 compress: Compress::Auto,
             };
+            return (message, plain_charge());
         };
         if bits <= 8 {
             // zlib cannot compress with an 8-bit window: sent as it is (RFC 7692 §6 allows it).
-            return Outgoing::Frame(self.plain.clone());
+            return (Outgoing::Frame(self.plain.clone()), plain_charge());
         }
         let mut cache = self.compressed.lock().unwrap_or_else(|p| p.into_inner());
         let slot = &mut cache[usize::from(bits.min(15) - 8)];
@@ -78,12 +103,17 @@ impl Prepared {
                 Deflater::new(bits, true, deflate.level, deflate.mem_level).compress(&self.payload);
             // Incompressible data goes as it is, as the driver would send it.
             (compressed.len() < self.payload.len()).then(|| {
-                OutFrame::compressed(Role::Server, self.opcode, compressed, || {
+                let charge = Arc::new(shared.pool().charge(compressed.len()));
+                let frame = OutFrame::compressed(Role::Server, self.opcode, compressed, || {
                     unreachable!("server frames are not masked")
-                })
+                });
+                (frame, charge)
             })
         });
-        Outgoing::Frame(frame.clone().unwrap_or_else(|| self.plain.clone()))
+        match frame {
+            Some((frame, charge)) => (Outgoing::Frame(frame.clone()), charge.clone()),
+            None => (Outgoing::Frame(self.plain.clone()), plain_charge()),
+        }
     }
 }
 
@@ -125,7 +155,7 @@ mod tests {
         for _ in 0..100 {
             for (kind, seen) in kinds.iter().zip(&mut seen) {
                 let shared = connection(*kind);
-                seen.push(payload_of(&prepared.outgoing(&shared, &settings)));
+                seen.push(payload_of(&prepared.outgoing(&shared, &settings).0));
             }
         }
         // The plain frame, and one compression per window size: not one per connection.
@@ -143,7 +173,8 @@ mod tests {
         assert_eq!(seen[3][0].0, seen[0][0].0);
 
         // The compressed frame decompresses to the message.
-        let Outgoing::Frame(frame) = prepared.outgoing(&connection(Some((12, true))), &settings)
+        let (Outgoing::Frame(frame), _) =
+            prepared.outgoing(&connection(Some((12, true))), &settings)
         else {
             unreachable!()
         };
@@ -157,10 +188,10 @@ mod tests {
         let settings = PerMessageDeflate::default();
         let shared = connection(Some((12, true)));
         let short = Prepared::new(Message::Text("hi".into()));
-        assert!(!payload_of(&short.outgoing(&shared, &settings)).1);
+        assert!(!payload_of(&short.outgoing(&shared, &settings).0).1);
         let noise: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
         let random = Prepared::new(Message::Blob(noise.into()));
-        assert!(!payload_of(&random.outgoing(&shared, &settings)).1);
-        assert!(!payload_of(&random.outgoing(&connection(Some((8, true))), &settings)).1);
+        assert!(!payload_of(&random.outgoing(&shared, &settings).0).1);
+        assert!(!payload_of(&random.outgoing(&connection(Some((8, true))), &settings).0).1);
     }
 }

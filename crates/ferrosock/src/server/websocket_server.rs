@@ -427,10 +427,8 @@ impl<H: ServerHandler> ServerInner<H> {
 
     /// Queues `prepared` on this server's connections of `channel`, but `except`.
     fn deliver(&self, channel: Channel<'_>, prepared: &Prepared, except: Option<u64>) -> usize {
-        let send = |connection: &WebSocketConnection<H>| {
-            let outgoing = prepared.outgoing(connection.shared(), &self.deflate);
-            connection.shared().send(outgoing).is_ok()
-        };
+        let send =
+            |connection: &WebSocketConnection<H>| prepared.send(connection.shared(), &self.deflate);
         match channel {
             Channel::Topic(topic) => self.topics_read().get(topic).map_or(0, |subscribers| {
                 subscribers
