@@ -93,6 +93,10 @@ pub struct ConnectArgs {
     /// Do not offer permessage-deflate compression.
     #[arg(long)]
     pub no_deflate: bool,
+    /// Largest message accepted from the server, in bytes (decompressed); a larger one closes
+    /// the connection with 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20, value_parser = positive)]
+    pub max_message_size: usize,
     /// When stdin ends, keep printing what the server sends until it closes or stays silent
     /// for this many seconds, then close. A piped run thus prints the replies to its last
     /// lines, which a server may still be sending when the input ends.
@@ -142,14 +146,21 @@ pub struct CommonArgs {
     /// Most WebSocket connections open at once per endpoint; more get HTTP 503.
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = positive)]
     pub max_connections: usize,
-    /// Largest message accepted, in bytes (decompressed); larger ones close the connection
-    /// with 1009.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    /// Largest message (and frame) accepted, in bytes (decompressed); larger ones close the
+    /// connection with 1009. 16 MiB: the conformance suite's largest messages.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20, value_parser = positive)]
     pub max_message_size: usize,
-    /// Bytes of outgoing messages a client may leave unread; a message over it closes that
-    /// client with 1008 (a slow or stalled reader cannot hold the server's memory).
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = positive)]
+    /// Bytes of outgoing messages a client may leave unread (each message counted with its
+    /// place in the queue); a message over it closes that client with 1008, so a slow or
+    /// stalled reader cannot hold the server's memory. One message always goes on an empty
+    /// queue.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20, value_parser = positive)]
     pub max_outgoing_bytes: usize,
+    /// Bytes of outgoing messages the whole process may hold unread. When it is reached, the
+    /// clients that hold more than their share of it are closed with 1008 as their next
+    /// message comes; clients that keep up are not affected.
+    #[arg(long, value_name = "BYTES", default_value_t = ferrosock::memory::DEFAULT_MAX_QUEUED_BYTES, value_parser = positive)]
+    pub max_outgoing_total: usize,
     /// Seconds a client may take to send its request head; slower ones are dropped.
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
     pub handshake_timeout: f64,

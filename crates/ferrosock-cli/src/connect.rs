@@ -78,8 +78,12 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         args.connect_timeout.is_finite() && args.connect_timeout > 0.0,
         "--connect-timeout must be a positive number of seconds"
     );
-    let mut options =
-        ClientOptions::default().connect_timeout(Duration::from_secs_f64(args.connect_timeout));
+    let limits = ferrosock::Limits::default()
+        .max_message_size(args.max_message_size)
+        .max_frame_size(args.max_message_size);
+    let mut options = ClientOptions::default()
+        .connect_timeout(Duration::from_secs_f64(args.connect_timeout))
+        .limits(limits);
     if let Some(ca) = &args.ca {
         options = options.ca_file(ca).context("--ca")?;
     }
