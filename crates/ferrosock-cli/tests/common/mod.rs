@@ -145,3 +145,13 @@ pub fn eventually(what: &str, limit: Duration, mut condition: impl FnMut() -> bo
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// [`eventually`] for async tests: waits on the runtime's timer, so that the test's other
+/// tasks (and its clients answering pings) go on meanwhile.
+pub async fn eventually_async(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let started = tokio::time::Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
