@@ -21,8 +21,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-/// Every wait in the tests is bounded by this.
-pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// Every wait in the tests is bounded by this: generous, since it costs time only when a test
+/// fails, and a loaded 2-core machine can be slow (it is never an upper bound on how long
+/// something should take).
+pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `future` or panics after [`TIMEOUT`].
 pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
@@ -44,6 +46,32 @@ pub async fn within_for<F: std::future::Future>(
 /// A web server on a free loopback port.
 pub async fn web_server() -> WebServer {
     web_server_with(WebServerOptions::default()).await
+}
+
+/// A loopback port that refuses connections for as long as the returned socket lives: bound,
+/// never listening, so no other test or process can take it meanwhile (unlike a port probed
+/// with a listener and released).
+pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
+/// A web server on the IPv6 loopback, `[::1]`, or `None` where the machine has none: a skip
+/// outside CI, a failure under `CI=true` (where IPv6 is part of what is tested).
+pub async fn ipv6_web_server() -> Option<WebServer> {
+    match WebServer::start(WebServerOptions::default().listen("[::1]:0")).await {
+        Ok(web) => Some(web),
+        Err(err) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "no IPv6 loopback ([::1]) under CI=true: {err}"
+            );
+            eprintln!("no IPv6 loopback here ({err}): skipped");
+            None
+        }
+    }
 }
 
 /// A web server on a free loopback port, with other options.
@@ -355,9 +383,53 @@ pub enum Behavior {
     PanicOnOpen,
     /// Sends this many copies of each message back (to fill a budget).
     Flood(usize),
-    /// Blocks the thread (`std::thread::sleep`) in `on_message` for this long when the message
-    /// text is the trigger, as a synchronous database call would; echoes every message.
-    BlockOn(&'static str, Duration),
+    /// Blocks the thread in `on_message` when the message text is the trigger, until the gate
+    /// opens, as a synchronous database call would; echoes every message.
+    BlockUntil(&'static str, std::sync::Arc<Gate>),
+}
+
+/// A gate that handlers block on (the thread really blocks) until the test opens it.
+#[derive(Debug, Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+    /// Handlers blocked on it so far.
+    entered: AtomicUsize,
+    entering: tokio::sync::Notify,
+}
+
+impl Gate {
+    /// Blocks the calling thread until the gate is open.
+    pub fn block(&self) {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        self.entering.notify_waiters();
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+    }
+
+    /// Waits until `count` handlers are blocked on the gate.
+    pub async fn entered(&self, count: usize) {
+        within("the handlers to block", async {
+            loop {
+                let notified = self.entering.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.entered.load(Ordering::SeqCst) >= count {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+
+    /// Opens the gate: every blocked handler goes on.
+    pub fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
 }
 
 /// A server handler that records every callback as a line of text on a channel.
@@ -565,9 +637,9 @@ impl ConnectionHandler for ProbeConnection {
                 }
                 echo(ws, event.data);
             }
-            Behavior::BlockOn(trigger, duration) => {
+            Behavior::BlockUntil(trigger, gate) => {
                 if event.data.as_text() == Some(trigger) {
-                    std::thread::sleep(*duration);
+                    gate.block();
                 }
                 echo(ws, event.data);
             }

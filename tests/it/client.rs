@@ -122,10 +122,7 @@ async fn each_way_to_fail_has_its_error() {
         assert_eq!(err.kind(), ErrorKind::InvalidUrl, "{bad}");
     }
     // Refused: nothing listens on the port.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let (_bound, port) = refusing_port();
     let err = WebSocket::connect(&format!("ws://127.0.0.1:{port}/"), ())
         .await
         .unwrap_err();
@@ -143,12 +140,10 @@ async fn each_way_to_fail_has_its_error() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let silent = listener.local_addr().unwrap();
     let options = ClientOptions::default().connect_timeout(Duration::from_millis(300));
-    let started = std::time::Instant::now();
     let err = WebSocket::connect_with(&format!("ws://{silent}/"), (), options)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
-    assert!(started.elapsed() < Duration::from_secs(2));
     drop(listener);
     // A 101 with the wrong accept key.
     let (addr, _server) =
@@ -223,20 +218,25 @@ async fn a_protocol_error_from_the_server_fails_with_1002() {
     events.expect(&["open status=Connected"]).await;
     // The server receives the client's close frame with 1002...
     let mut stream = server.await.unwrap();
-    let mut buf = vec![0u8; 64];
-    let n = within(
-        "the client's close frame",
-        tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
-    )
-    .await
-    .unwrap();
     let mut decoder = ferrosock::proto::Decoder::new(ferrosock::proto::DecoderConfig {
         role: ferrosock::proto::Role::Server,
         max_frame_size: 1024,
         max_message_size: 1024,
     });
-    let mut bytes = bytes::BytesMut::from(&buf[..n]);
-    match decoder.decode(&mut bytes).unwrap() {
+    let mut bytes = bytes::BytesMut::new();
+    let decoded = within("the client's close frame", async {
+        loop {
+            if let Some(decoded) = decoder.decode(&mut bytes).unwrap() {
+                break Some(decoded);
+            }
+            let read = tokio::io::AsyncReadExt::read_buf(&mut stream, &mut bytes).await;
+            if read.unwrap() == 0 {
+                break None;
+            }
+        }
+    })
+    .await;
+    match decoded {
         Some(ferrosock::proto::Decoded::Close(Some(frame))) => {
             assert_eq!(frame.code, CloseCode::PROTOCOL_ERROR)
         }
@@ -397,9 +397,7 @@ async fn a_panicking_client_callback_fails_with_1011() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_literals() {
-    let Ok(web) = ferrosock::WebServer::start(WebServerOptions::default().listen("[::1]:0")).await
-    else {
-        eprintln!("no IPv6 loopback here: skipped");
+    let Some(web) = ipv6_web_server().await else {
         return;
     };
     let (probe, _) = Probe::new(Behavior::Echo);

@@ -299,35 +299,8 @@ async fn stopping_the_web_server_closes_clients_with_1001_and_frees_the_port() {
     assert_eq!(err.kind(), ferrosock::ErrorKind::NotStarted);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_is_bounded_by_one_shutdown_timeout() {
-    let web = web_server_with(
-        ferrosock::WebServerOptions::default().shutdown_timeout(Duration::from_millis(400)),
-    )
-    .await;
-    let (probe, mut events) = Probe::new(Behavior::Echo);
-    let _wss = WebSocketServer::new(&web, probe, ServerOptions::default()).unwrap();
-    events.next().await;
-    // A WebSocket client that never answers the close frame...
-    let mut mute = RawClient::connect(web.local_addr(), "/").await;
-    // ...and an HTTP client stuck halfway through its request head.
-    let mut stuck = tokio::net::TcpStream::connect(web.local_addr())
-        .await
-        .unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut stuck, b"GET / HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let started = std::time::Instant::now();
-    within("stop", web.stop()).await;
-    let elapsed = started.elapsed();
-    assert!(
-        elapsed < Duration::from_millis(700),
-        "stop took {elapsed:?} for a 400 ms timeout"
-    );
-    assert_eq!(mute.recv_close().await.unwrap().code, CloseCode::GOING_AWAY);
-    assert_eq!(mute.recv().await, None, "forced shut after the timeout");
-}
+// That `WebServer::stop` is bounded by one shutdown timeout, for close handshakes and HTTP
+// requests together, is tested on paused time in the library (`server::tests`).
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_the_peer_sent_before_seeing_our_close_are_delivered() {
@@ -392,7 +365,12 @@ async fn stopping_under_load_delivers_every_message_sent_before_the_close_reply(
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let web = web_server().await;
+    // A generous shutdown timeout: the server must read everything the clients sent before
+    // their close replies, whatever the machine's load; what is tested is that it does.
+    let web = web_server_with(
+        ferrosock::WebServerOptions::default().shutdown_timeout(Duration::from_secs(120)),
+    )
+    .await;
     let wss = WebSocketServer::new(&web, Ledger::default(), ServerOptions::default()).unwrap();
     let addr = web.local_addr();
     let mut clients = Vec::new();
@@ -403,9 +381,12 @@ async fn stopping_under_load_delivers_every_message_sent_before_the_close_reply(
             .await
             .unwrap();
         let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(stream.read_u8().await.unwrap());
-        }
+        within("a 101", async {
+            while !head.ends_with(b"\r\n\r\n") {
+                head.push(stream.read_u8().await.unwrap());
+            }
+        })
+        .await;
         assert!(head.starts_with(b"HTTP/1.1 101"));
         clients.push((id, stream));
     }
@@ -415,11 +396,18 @@ async fn stopping_under_load_delivers_every_message_sent_before_the_close_reply(
             tokio::spawn(async move {
                 let (mut read, mut write) = stream.into_split();
                 let closing = Arc::new(AtomicBool::new(false));
+                let closed = Arc::new(tokio::sync::Notify::new());
                 let writer = {
-                    let closing = closing.clone();
+                    let (closing, closed) = (closing.clone(), closed.clone());
                     tokio::spawn(async move {
                         let mut sent = 0u64;
+                        // Streaming until the server's close frame arrives, up to 20 000
+                        // messages (then the writer waits for the close frame).
                         while !closing.load(Ordering::Acquire) {
+                            if sent == 20_000 {
+                                closed.notified().await;
+                                break;
+                            }
                             let frame = client_frame(
                                 true,
                                 OpCode::Text,
@@ -444,6 +432,7 @@ async fn stopping_under_load_delivers_every_message_sent_before_the_close_reply(
                 let mut received = vec![0u8; 4];
                 read.read_exact(&mut received).await.unwrap();
                 closing.store(true, Ordering::Release);
+                closed.notify_one();
                 let mut rest = Vec::new();
                 read.read_to_end(&mut rest).await.unwrap();
                 received.extend(rest);
@@ -451,8 +440,14 @@ async fn stopping_under_load_delivers_every_message_sent_before_the_close_reply(
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    within_for(Duration::from_secs(15), "the stop", web.stop()).await;
+    // Stop once every client is streaming: each has had a message delivered.
+    within("every client streaming", async {
+        while wss.handler().0.lock().unwrap().len() < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    within_for(Duration::from_secs(150), "the stop", web.stop()).await;
 
     let ledger = wss.handler().0.lock().unwrap().clone();
     let mut total = 0;

@@ -1,14 +1,8 @@
 //! SPEC §6: every limit, hit, closes only the connection that hit it, with the right code.
 
-use std::time::Duration;
-
 use ferrosock::proto::{CloseCode, Decoded, OpCode};
-use ferrosock::{
-    BackpressurePolicy, DataType, ErrorKind, Limits, ServerOptions, WebServerOptions,
-    WebSocketServer,
-};
+use ferrosock::{BackpressurePolicy, DataType, ErrorKind, Limits, ServerOptions, WebSocketServer};
 use ferrosock_tests::*;
-use tokio::io::AsyncWriteExt;
 
 async fn limited(
     behavior: Behavior,
@@ -190,93 +184,6 @@ async fn max_connections_answers_503_and_leaves_the_others_alone() {
     drop(third);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_handshake_timeout_drops_slow_clients() {
-    let web =
-        web_server_with(WebServerOptions::default().handshake_timeout(Duration::from_millis(300)))
-            .await;
-    let (probe, _events) = Probe::new(Behavior::Echo);
-    let _wss = WebSocketServer::new(&web, probe, ServerOptions::default()).unwrap();
-    // Half a request head, then nothing.
-    let mut slow = tokio::net::TcpStream::connect(web.local_addr())
-        .await
-        .unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n")
-        .await
-        .unwrap();
-    // A client that connects and sends nothing at all.
-    let mut silent = tokio::net::TcpStream::connect(web.local_addr())
-        .await
-        .unwrap();
-    let started = std::time::Instant::now();
-    // Meanwhile a normal client is served at once.
-    let mut client = RawClient::connect(web.local_addr(), "/").await;
-    client.send_text("quick").await;
-    assert_eq!(client.recv_message().await, text("quick"));
-    for stream in [&mut slow, &mut silent] {
-        let mut buf = [0u8; 1024];
-        let n = within(
-            "the slow client to be dropped",
-            tokio::io::AsyncReadExt::read(stream, &mut buf),
-        )
-        .await;
-        // Dropped: EOF, a reset, or an error response.
-        if let Ok(n) = n {
-            assert!(
-                n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
-                "{:?}",
-                String::from_utf8_lossy(&buf[..n])
-            );
-        }
-    }
-    assert!(
-        started.elapsed() >= Duration::from_millis(250),
-        "dropped before the timeout"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keepalive_pings_and_the_idle_timeout() {
-    let limits = Limits::default()
-        .keepalive_interval(Some(Duration::from_millis(100)))
-        .idle_timeout(Some(Duration::from_millis(400)));
-    let (web, wss, mut events) = limited(Behavior::Echo, limits).await;
-
-    // A client that answers pings stays connected well past the idle timeout.
-    let mut alive = open(&web, &mut events).await;
-    let (pings_tx, mut pings_rx) = tokio::sync::mpsc::unbounded_channel();
-    let responder = tokio::spawn(async move {
-        loop {
-            match alive.recv().await {
-                Some(Decoded::Ping(payload)) => {
-                    alive.send_frame(true, OpCode::Pong, &payload).await;
-                    let _ = pings_tx.send(());
-                }
-                other => return other,
-            }
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let mut pings = 0;
-    while pings_rx.try_recv().is_ok() {
-        pings += 1;
-    }
-    assert!(pings >= 3, "keepalive pings: {pings}");
-    assert_eq!(wss.connections().len(), 1);
-
-    // A client that reads nothing and answers nothing is dropped after the idle timeout.
-    let _dead = open(&web, &mut events).await;
-    let error = events.next().await;
-    assert!(
-        error.starts_with("error 1006 HTTP: ") && error.contains("idle timeout"),
-        "{error}"
-    );
-    events.expect_prefix("terminate 1006").await;
-    assert_eq!(wss.connections().len(), 1, "only the live one is left");
-    // The live one still works.
-    wss.connections()[0].send("still").unwrap();
-    assert_eq!(
-        within("the responder", responder).await.unwrap(),
-        Some(text("still"))
-    );
-}
+// The handshake timeout, keepalive pings and the idle timeout are tested on paused time, to
+// the tick, in the library (`server::tests`, `conn::tests`): through the web server and the
+// driver these tests used, without the wall clock.

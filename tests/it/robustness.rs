@@ -196,22 +196,22 @@ async fn clients_that_vanish_mid_frame_or_mid_handshake() {
 
 /// Handlers that block the thread: with `blocking_callbacks`, only their own connections wait.
 /// The server has a runtime of its own with two I/O threads, and the clients another, so that
-/// what the server's threads do cannot stall the clients.
+/// what the server's threads do cannot stall the clients. Four handlers block (more than the
+/// server's I/O threads) until the test opens their gate; meanwhile another client is served.
 #[test]
 fn blocking_callbacks_keep_blocked_handlers_off_the_io_threads() {
-    let block = Duration::from_millis(1500);
+    let gate = std::sync::Arc::new(Gate::default());
     let server_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let options = ServerOptions::default().blocking_callbacks(true);
-    let (web, _wss, _events) =
-        server_runtime.block_on(probe_server(Behavior::BlockOn("block", block), options));
+    let behavior = Behavior::BlockUntil("block", gate.clone());
+    let (web, _wss, _events) = server_runtime.block_on(probe_server(behavior, options));
     let addr = web.local_addr();
     let clients = tokio::runtime::Runtime::new().unwrap();
     clients.block_on(async {
-        // More blocked handlers than the server has I/O threads.
         let mut blocked = Vec::new();
         for _ in 0..4 {
             blocked.push(RawClient::connect(addr, "/").await);
@@ -219,19 +219,21 @@ fn blocking_callbacks_keep_blocked_handlers_off_the_io_threads() {
         for client in &mut blocked {
             client.send_text("block").await;
         }
-        let started = std::time::Instant::now();
+        gate.entered(4).await;
+        // Served while the four handlers block (without blocking_callbacks it would wait for
+        // the gate, and time out).
         let mut quick = RawClient::connect(addr, "/").await;
         for i in 0..5 {
             quick.send_text(&format!("quick {i}")).await;
             assert_eq!(quick.recv_message().await, text(&format!("quick {i}")));
         }
-        // Served while the four handlers still sleep.
-        assert!(
-            started.elapsed() < block / 2,
-            "a quick client waited {:?} behind blocked handlers",
-            started.elapsed()
-        );
-        // The blocked connections finish their work and carry on.
+        // The blocked connections have not answered yet...
+        for client in &mut blocked {
+            let answer = tokio::time::timeout(Duration::ZERO, client.recv()).await;
+            assert!(answer.is_err(), "a blocked handler answered: {answer:?}");
+        }
+        // ...and once the gate opens they finish their work and carry on.
+        gate.open();
         for client in &mut blocked {
             assert_eq!(client.recv_message().await, text("block"));
             client.send_text("and then").await;

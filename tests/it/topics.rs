@@ -123,7 +123,10 @@ async fn broadcast_reaches_everyone_but_the_sender() {
     let addr = web.local_addr();
     let mut clients = Vec::new();
     for _ in 0..5 {
-        clients.push(RawClient::connect(addr, "/").await);
+        let mut client = RawClient::connect(addr, "/").await;
+        // A connection is registered after its 101: once it has answered, it is.
+        assert_eq!(ask(&mut client, "topics").await, "topics []");
+        clients.push(client);
     }
     assert_eq!(ask(&mut clients[0], "all hi everyone").await, "broadcast 4");
     for other in &mut clients[1..] {

