@@ -94,51 +94,50 @@ for module in ws playwright-core; do
 done
 
 # ------------------------------------------------------------------------- servers
-# Two free ports, both bound at once so that they differ.
-read -r PORT NO_DEFLATE_PORT < <("$PYTHON" -c '
-import socket
-a, b = socket.socket(), socket.socket()
-a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
-print(a.getsockname()[1], b.getsockname()[1])')
-HTTP_BASE="http://127.0.0.1:$PORT"
-WS_BASE="ws://127.0.0.1:$PORT"
-NO_DEFLATE_HTTP_BASE="http://127.0.0.1:$NO_DEFLATE_PORT"
-NO_DEFLATE_WS_BASE="ws://127.0.0.1:$NO_DEFLATE_PORT"
-
-# Polls until GET / answers 200 (at most 15 s); exits early if the server died.
-wait_ready() { # pid, http base, log
-    local ready=0
-    for _ in $(seq 1 150); do
-        if ! alive "$1"; then
+# Each server binds port 0 and prints the address it got ("ferrosock serve: http://ADDR/ ..."):
+# no port is probed, released and reused.
+# start_server LOG ARGS...: starts `ferrosock serve --listen 127.0.0.1:0 ARGS`, sets STARTED_PID
+# and STARTED_ADDR once its ready line is in LOG and GET / answers 200 (at most 30 s).
+start_server() {
+    local log="$1"
+    shift
+    "$FERROSOCK_BIN" serve --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
+    STARTED_PID=$!
+    STARTED_ADDR=""
+    for _ in $(seq 1 300); do
+        if ! alive "$STARTED_PID"; then
             break
         fi
-        if "$PYTHON" - "$2/" <<'EOF' 2>/dev/null; then
+        STARTED_ADDR="$(grep -m1 -o 'ferrosock serve: http://[^/]*' "$log" | sed 's|.*http://||')"
+        if [[ -n "$STARTED_ADDR" ]] && "$PYTHON" - "http://$STARTED_ADDR/" <<'EOF' 2>/dev/null; then
 import sys, urllib.request
 with urllib.request.urlopen(sys.argv[1], timeout=1) as r:
     sys.exit(0 if r.status == 200 else 1)
 EOF
-            ready=1
-            break
+            echo "   ready: $(grep -m1 'ferrosock serve:' "$log")"
+            return 0
         fi
         sleep 0.1
     done
-    if [[ $ready != 1 ]]; then
-        echo "run.sh: the server did not answer GET $2/ within 15 s" >&2
-        show_server_log "$3"
-        exit 1
-    fi
-    echo "   ready: $(grep -m1 'ferrosock serve:' "$3" || echo '(no ready line in the log)')"
+    echo "run.sh: the server was not ready within 30 s" >&2
+    show_server_log "$log"
+    exit 1
 }
 
-echo "== server: $FERROSOCK_BIN serve --listen 127.0.0.1:$PORT"
-"$FERROSOCK_BIN" serve --listen "127.0.0.1:$PORT" >"$SERVER_LOG" 2>&1 &
-SERVER_PID=$!
-wait_ready "$SERVER_PID" "$HTTP_BASE" "$SERVER_LOG"
+echo "== server: $FERROSOCK_BIN serve --listen 127.0.0.1:0"
+start_server "$SERVER_LOG"
+SERVER_PID=$STARTED_PID
+PORT="${STARTED_ADDR##*:}"
 
-echo "== server without compression: $FERROSOCK_BIN serve --listen 127.0.0.1:$NO_DEFLATE_PORT --no-deflate"
-"$FERROSOCK_BIN" serve --listen "127.0.0.1:$NO_DEFLATE_PORT" --no-deflate >"$NO_DEFLATE_LOG" 2>&1 &
-NO_DEFLATE_PID=$!
-wait_ready "$NO_DEFLATE_PID" "$NO_DEFLATE_HTTP_BASE" "$NO_DEFLATE_LOG"
+echo "== server without compression: $FERROSOCK_BIN serve --listen 127.0.0.1:0 --no-deflate"
+start_server "$NO_DEFLATE_LOG" --no-deflate
+NO_DEFLATE_PID=$STARTED_PID
+NO_DEFLATE_PORT="${STARTED_ADDR##*:}"
+
+HTTP_BASE="http://127.0.0.1:$PORT"
+WS_BASE="ws://127.0.0.1:$PORT"
+NO_DEFLATE_HTTP_BASE="http://127.0.0.1:$NO_DEFLATE_PORT"
+NO_DEFLATE_WS_BASE="ws://127.0.0.1:$NO_DEFLATE_PORT"
 
 # ------------------------------------------------------------------------- test programs
 run_program() { # name, command...

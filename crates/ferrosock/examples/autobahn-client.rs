@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ferrosock::{ClientHandler, Compress, DataType, MessageEvent, WebSocket};
+use ferrosock::{
+    ClientHandler, ClientOptions, Compress, DataType, Limits, MessageEvent, WebSocket,
+};
 
 /// Echoes every message as it came: text as text, binary as binary.
 struct Echo;
@@ -74,7 +76,13 @@ async fn run(base: &str, agent: &str) -> Result<usize, Box<dyn std::error::Error
         .parse()?;
     for case in 1..=count {
         let url = format!("{base}/runCase?case={case}&agent={agent}");
-        match WebSocket::connect(&url, Echo).await {
+        // Section 9 sends messages of up to 16 MiB (the default limit is 1 MiB).
+        let limits = Limits::default()
+            .max_message_size(16 << 20)
+            .max_frame_size(16 << 20)
+            .max_outgoing_bytes(16 << 20);
+        let options = ClientOptions::default().limits(limits);
+        match WebSocket::connect_with(&url, Echo, options).await {
             // Every case ends with a close by one side; the bound only guards against a hang.
             Ok(ws) => {
                 if tokio::time::timeout(Duration::from_secs(60), ws.closed())
