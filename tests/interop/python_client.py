@@ -228,34 +228,34 @@ async def echo_big(base, compression=None, size=16 * MIB):
 
 
 async def message_limit(base):
-    """The default message limit (64 MiB) counts all fragments: exactly 64 MiB, sent as 1 MiB
+    """serve's message limit (16 MiB) counts all fragments: exactly 16 MiB, sent as 1 MiB
     frames, is echoed; one byte more closes the connection with 1009 (message too big)."""
     async with open_ws(f"{base}/echo", compression=None, max_size=None) as ws:
-        parts = [os.urandom(MIB) for _ in range(20)]
-        await within(ws.send(parts), BIG_TIMEOUT, "20 MiB in 1 MiB fragments (send)")
-        check_same("20 MiB binary in 1 MiB fragments", b"".join(parts), await recv(ws, "20 MiB reply", BIG_TIMEOUT))
-        parts = [os.urandom(MIB) for _ in range(64)]
-        await within(ws.send(parts), BIG_TIMEOUT, "64 MiB in 1 MiB fragments (send)")
-        check_same("64 MiB binary in 1 MiB fragments", b"".join(parts), await recv(ws, "64 MiB reply", BIG_TIMEOUT))
+        parts = [os.urandom(MIB) for _ in range(8)]
+        await within(ws.send(parts), BIG_TIMEOUT, "8 MiB in 1 MiB fragments (send)")
+        check_same("8 MiB binary in 1 MiB fragments", b"".join(parts), await recv(ws, "8 MiB reply", BIG_TIMEOUT))
+        parts = [os.urandom(MIB) for _ in range(16)]
+        await within(ws.send(parts), BIG_TIMEOUT, "16 MiB in 1 MiB fragments (send)")
+        check_same("16 MiB binary in 1 MiB fragments", b"".join(parts), await recv(ws, "16 MiB reply", BIG_TIMEOUT))
         # websockets sends a message as one frame: the frame limit must not be lower than the
-        # message limit (a 16 MiB frame default once refused this).
-        single = os.urandom(40 * MIB)
-        await roundtrip(ws, single, "40 MiB binary in a single frame", BIG_TIMEOUT)
-        await close(ws, "64 MiB echo")
+        # message limit (a 16 MiB frame default once refused 40 MiB messages under a 64 MiB one).
+        single = os.urandom(12 * MIB)
+        await roundtrip(ws, single, "12 MiB binary in a single frame", BIG_TIMEOUT)
+        await close(ws, "16 MiB echo")
     async with open_ws(f"{base}/echo", compression=None, max_size=None) as ws:
         try:
-            await within(ws.send([b"\0" * MIB] * 64 + [b"!"]), BIG_TIMEOUT, "64 MiB + 1 byte (send)")
+            await within(ws.send([b"\0" * MIB] * 16 + [b"!"]), BIG_TIMEOUT, "16 MiB + 1 byte (send)")
         except ConnectionClosed:
             pass  # the server may close before the last fragment is written
         try:
-            unexpected = await within(ws.recv(), TIMEOUT, "64 MiB + 1 byte: waiting for the close")
+            unexpected = await within(ws.recv(), TIMEOUT, "16 MiB + 1 byte: waiting for the close")
         except ConnectionClosed:
             pass
         else:
-            raise Failure(f"64 MiB + 1 byte message: expected close 1009, received a message {short(unexpected)}")
-        await within(ws.wait_closed(), TIMEOUT, "64 MiB + 1 byte: wait_closed")
-        check(ws.close_code == 1009, "close code for a 64 MiB + 1 byte message", 1009, ws.close_code)
-    return "/echo message limit: 20 MiB and 64 MiB (fragmented) and 40 MiB (one frame) echoed, 64 MiB + 1 byte closed with 1009"
+            raise Failure(f"16 MiB + 1 byte message: expected close 1009, received a message {short(unexpected)}")
+        await within(ws.wait_closed(), TIMEOUT, "16 MiB + 1 byte: wait_closed")
+        check(ws.close_code == 1009, "close code for a 16 MiB + 1 byte message", 1009, ws.close_code)
+    return "/echo message limit: 8 MiB and 16 MiB (fragmented) and 12 MiB (one frame) echoed, 16 MiB + 1 byte closed with 1009"
 
 
 async def uppercase(base):
@@ -497,7 +497,7 @@ def offer_text(factory):
 
 
 def open_deflate(url, offer, **kwargs):
-    kwargs.setdefault("max_size", None)  # the server's limit (64 MiB) applies, not websockets' 1 MiB
+    kwargs.setdefault("max_size", None)  # the server's limit (16 MiB) applies, not websockets' 1 MiB
     return open_ws(url, compression=None, extensions=[offer], **kwargs)
 
 
@@ -775,25 +775,25 @@ async def deflate_window_bits(base):
 
 
 async def deflate_message_limit(base):
-    """The 64 MiB limit counts decompressed bytes: 64 MiB of zeros (a few dozen KiB compressed)
-    is echoed, 64 MiB + 1 byte closes the connection with 1009."""
+    """The 16 MiB limit counts decompressed bytes: 16 MiB of zeros (a few dozen KiB compressed)
+    is echoed, 16 MiB + 1 byte closes the connection with 1009."""
     async with open_deflate(f"{base}/echo", deflate_offer()) as ws:
-        await deflate_roundtrip(ws, bytes(64 * MIB), "64 MiB of zeros, compressed", BIG_TIMEOUT)
-        await close(ws, "64 MiB compressed")
+        await deflate_roundtrip(ws, bytes(16 * MIB), "16 MiB of zeros, compressed", BIG_TIMEOUT)
+        await close(ws, "16 MiB compressed")
     async with open_deflate(f"{base}/echo", deflate_offer()) as ws:
         try:
-            await within(ws.send(bytes(64 * MIB + 1)), BIG_TIMEOUT, "64 MiB + 1 byte of zeros, compressed (send)")
+            await within(ws.send(bytes(16 * MIB + 1)), BIG_TIMEOUT, "16 MiB + 1 byte of zeros, compressed (send)")
         except ConnectionClosed:
             pass
         try:
-            unexpected = await within(ws.recv(), BIG_TIMEOUT, "64 MiB + 1 byte compressed: waiting for the close")
+            unexpected = await within(ws.recv(), BIG_TIMEOUT, "16 MiB + 1 byte compressed: waiting for the close")
         except ConnectionClosed:
             pass
         else:
-            raise Failure(f"64 MiB + 1 byte compressed message: expected close 1009, received a message {short(unexpected)}")
-        await within(ws.wait_closed(), TIMEOUT, "64 MiB + 1 byte compressed: wait_closed")
-        check(ws.close_code == 1009, "close code for a compressed message of 64 MiB + 1 byte (decompressed)", 1009, ws.close_code)
-    return "deflate message limit: 64 MiB of zeros (compressed) echoed, 64 MiB + 1 byte closed with 1009 (decompressed size counts)"
+            raise Failure(f"16 MiB + 1 byte compressed message: expected close 1009, received a message {short(unexpected)}")
+        await within(ws.wait_closed(), TIMEOUT, "16 MiB + 1 byte compressed: wait_closed")
+        check(ws.close_code == 1009, "close code for a compressed message of 16 MiB + 1 byte (decompressed)", 1009, ws.close_code)
+    return "deflate message limit: 16 MiB of zeros (compressed) echoed, 16 MiB + 1 byte closed with 1009 (decompressed size counts)"
 
 
 async def deflate_exchange(ws, i, r):
