@@ -99,7 +99,8 @@ pub struct ConnectArgs {
     pub max_message_size: usize,
     /// When stdin ends, keep printing what the server sends until it closes or stays silent
     /// for this many seconds, then close. A piped run thus prints the replies to its last
-    /// lines, which a server may still be sending when the input ends.
+    /// lines, which a server may still be sending when the input ends. (A server that never
+    /// falls silent keeps the connection open until it closes or the command is interrupted.)
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = seconds)]
     pub quiet_period: f64,
 }
@@ -235,7 +236,13 @@ fn header(value: &str) -> Result<(String, String), String> {
 
 fn seconds(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(secs),
+        Ok(secs)
+            if secs.is_finite()
+                && secs > 0.0
+                && std::time::Duration::try_from_secs_f64(secs).is_ok() =>
+        {
+            Ok(secs)
+        }
         Ok(_) => Err("must be a positive number of seconds".to_owned()),
         Err(err) => Err(err.to_string()),
     }

@@ -251,11 +251,16 @@ fn server_options(common: &CommonArgs) -> ServerOptions {
 fn return_freed_memory() {
     let spawned = std::thread::Builder::new()
         .name("ferrosock-memory".to_owned())
-        .spawn(|| loop {
-            std::thread::sleep(Duration::from_secs(1));
-            // SAFETY: `mi_collect` takes no pointer and may be called from any thread at any
-            // time; it only frees and purges memory that no live allocation uses.
-            unsafe { libmimalloc_sys::mi_collect(true) };
+        .spawn(|| {
+            // mimalloc collects only from a thread whose heap is initialized, which its first
+            // allocation does.
+            drop(std::hint::black_box(Box::new(0u64)));
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                // SAFETY: `mi_collect` takes no pointer and may be called from any thread at
+                // any time; it only frees and purges memory that no live allocation uses.
+                unsafe { libmimalloc_sys::mi_collect(true) };
+            }
         });
     if let Err(err) = spawned {
         tracing::warn!("cannot start the memory collector thread: {err}");

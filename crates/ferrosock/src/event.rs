@@ -80,7 +80,7 @@ impl ErrorEvent {
 /// | [`HTTP`](Self::HTTP) | the close code (1001, 1002, 1006, 1007, 1009, 1011, …) | the connection ended abnormally; `on_terminate` follows | connection, client |
 /// | [`JSON`](Self::JSON) | [`INVALID_JSON`](Self::INVALID_JSON) (1) | a message was not JSON (data type `Object`); it is not delivered, the connection stays open | connection, client |
 /// | [`FERROSOCK`](Self::FERROSOCK) | [`CALLBACK_PANICKED`](Self::CALLBACK_PANICKED) (1) | a server callback (`on_open`, `on_connection`, `on_terminate`) panicked | server |
-/// | [`FERROSOCK`](Self::FERROSOCK) | [`UPGRADE_FAILED`](Self::UPGRADE_FAILED) (2) | an upgrade `on_connection` accepted never became a connection (the client left before the 101 was sent, say); no connection callback runs | server |
+/// | [`FERROSOCK`](Self::FERROSOCK) | [`UPGRADE_FAILED`](Self::UPGRADE_FAILED) (2) | an upgrade `on_connection` accepted never became a connection (the client left before the 101 was sent, say); the handler it returned is dropped without any of its callbacks running | server |
 /// | [`FERROSOCK`](Self::FERROSOCK) | [`SERVER_FULL`](Self::SERVER_FULL) (3) | a client was refused with HTTP 503: `max_connections` are open | server |
 /// | [`BROKER`](Self::BROKER) | [`BROKER_UNREACHABLE`](Self::BROKER_UNREACHABLE) (1) | the broker is unreachable; local delivery goes on, it reconnects by itself | server |
 ///

@@ -207,6 +207,14 @@ thread_local! {
     static SCRATCH: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
 }
 
+/// `timeout` from now; a timeout too long to represent (`Duration::MAX`, "wait forever") is
+/// about thirty years.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
+}
+
 /// A queue emptied after a burst gives its memory back: an idle connection keeps no room for
 /// thousands of frames it no longer holds.
 fn shrink_if_drained<T>(queue: &mut VecDeque<T>) {
@@ -361,7 +369,10 @@ where
         self.callbacks.shared().register(cx.waker());
         self.callbacks.shared().start_polling();
         if std::mem::take(&mut self.unprocessed) {
-            self.process_input();
+            // The bytes read past the handshake, decoded like a read: payloads copied out, so
+            // that none pins the leftover buffer.
+            let mut leftover = std::mem::take(&mut self.read_buf);
+            self.decode_read(&mut leftover);
         }
         for _ in 0..MAX_ROUNDS {
             let mut progressed = false;
@@ -522,8 +533,15 @@ where
                 wanted => wanted,
             };
             let n = need.min(input.rest().len());
-            // Room for the whole frame at once (under 64 KiB here): no regrowth per read.
-            let total = self.read_buf.len() + need;
+            // Room for the whole frame at once when it is small: no regrowth per read. A large
+            // one (its header just completed) gets room for what arrived, at most 256 KiB
+            // more: memory follows the bytes, not the length the header announces.
+            let room = if need < SCRATCH_LEN {
+                need
+            } else {
+                n.max(MAX_READ_RESERVE)
+            };
+            let total = self.read_buf.len() + room;
             reserve_exact(&mut self.read_buf, total);
             self.read_buf.extend_from_slice(&input.rest()[..n]);
             input.consume(n);
@@ -674,7 +692,7 @@ where
         self.queue_internal(OpCode::Close, payload);
         self.close_sent = true;
         self.close_wait = timeout;
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         self.close_deadline = Some(deadline);
         self.arm(deadline);
     }
@@ -1001,5 +1019,49 @@ fn clean_ending(frame: &Option<CloseFrame>) -> Ending {
             cause: None,
             closed_here: false,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Limits;
+    use crate::proto::FrameHeader;
+
+    struct Quiet(Shared);
+
+    impl Callbacks for Quiet {
+        fn shared(&self) -> &Shared {
+            &self.0
+        }
+        fn on_message(&mut self, _: Incoming) {}
+        fn on_end(self, _: Ending) {}
+    }
+
+    /// A large frame whose header arrives in pieces: the buffer holds what arrived, not the
+    /// length the header announced (a peer could make every connection reserve its frame
+    /// limit with a few bytes each).
+    #[tokio::test]
+    async fn a_header_that_announces_a_large_frame_reserves_only_what_arrived() {
+        let limits = Limits::default()
+            .max_frame_size(16 << 20)
+            .max_message_size(16 << 20);
+        let shared = Shared::new(crate::Status::Connected, 1 << 20, limits.backpressure);
+        let (io, _peer) = tokio::io::duplex(1024);
+        let config = DriverConfig::new(Role::Server, &limits);
+        let mut driver = Driver::new(io, BytesMut::new(), config, Quiet(shared));
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let header = FrameHeader::new(OpCode::Binary, 16 << 20, Some([1, 2, 3, 4]));
+        let len = header.encode(&mut head);
+        driver.decode_read(&mut head[..1].to_vec());
+        let mut rest = head[1..len].to_vec();
+        rest.push(0xaa);
+        driver.decode_read(&mut rest);
+        assert_eq!(driver.decoder.frame_in_progress(), Some(16 << 20));
+        assert!(
+            driver.read_buf.capacity() <= MAX_READ_RESERVE + MAX_HEADER_LEN,
+            "{} bytes reserved for 1 that arrived",
+            driver.read_buf.capacity()
+        );
     }
 }

@@ -218,14 +218,15 @@ impl Shared {
             return Err(SendError::NotConnected(status));
         }
         let buffered = self.buffered.load(Ordering::Acquire);
-        // The budget bounds what piles up: one message always goes on an empty queue, whatever
-        // its size (`max_message_size` and the application bound that).
+        // The budget and the process-wide cap bound what piles up: one message always goes on
+        // an empty queue, whatever its size (`max_message_size` and the application bound
+        // that), so a connection that keeps up is never cut.
         let refused = if buffered > 0 && buffered.saturating_add(cost) > self.budget {
             Some(SendError::BufferFull {
                 buffered,
                 budget: self.budget,
             })
-        } else if self.pool.over_share(buffered.saturating_add(cost)) {
+        } else if buffered > 0 && self.pool.over_share(buffered.saturating_add(cost)) {
             Some(SendError::ProcessFull {
                 queued: self.pool.total(),
                 cap: self.pool.cap(),
@@ -427,6 +428,16 @@ impl Shared {
     }
 }
 
+/// A connection whose driver never ran to its end (a task dropped before its first poll)
+/// leaves the process's count of busy queues as it found it.
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if *self.buffered.get_mut() > 0 {
+            self.pool.set_busy(false);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,6 +550,35 @@ mod tests {
             pool.cap()
         );
         assert_eq!(pool.busy(), 1);
+    }
+
+    /// Over the cap, a connection with nothing queued still takes a message larger than its
+    /// share: it keeps up, it is not the one to cut.
+    #[test]
+    fn over_the_cap_an_empty_queue_still_takes_one_message() {
+        let pool = pool(4 * cost(1000));
+        let stalled = connection(usize::MAX, BackpressurePolicy::Close, pool);
+        for _ in 0..3 {
+            stalled.send(frame(1000)).unwrap();
+        }
+        let idle = connection(usize::MAX, BackpressurePolicy::Close, pool);
+        idle.send(frame(3000)).unwrap();
+        assert!(pool.total() > pool.cap());
+        assert_eq!(idle.status(), Status::Connected);
+        // With something queued, it is judged by its share like the others.
+        assert!(idle.send(frame(3000)).is_err());
+    }
+
+    /// A connection whose driver never ran leaves the count of busy queues as it found it.
+    #[test]
+    fn a_connection_dropped_with_its_queue_is_no_longer_busy() {
+        let pool = pool(usize::MAX);
+        let shared = connection(usize::MAX, BackpressurePolicy::Close, pool);
+        shared.send(frame(10)).unwrap();
+        assert_eq!(pool.busy(), 1);
+        drop(shared);
+        assert_eq!(pool.busy(), 0);
+        assert_eq!(pool.total(), 0);
     }
 
     #[test]

@@ -380,3 +380,65 @@ async fn a_driver_that_is_dropped_leaves_its_connection_closed() {
         Err(SendError::NotConnected(Status::Closed))
     );
 }
+
+/// A close that waits "forever" (`Duration::MAX`) does not overflow the clock: it waits for the
+/// peer's answer.
+#[tokio::test(start_paused = true)]
+async fn a_close_that_waits_forever_waits_for_the_peer() {
+    let mut driven = drive(&Limits::default(), 64 << 10);
+    driven.shared.command(Command::Close {
+        code: CloseCode::NORMAL,
+        reason: String::new(),
+        timeout: Some(Duration::MAX),
+    });
+    assert_eq!(close_frame(driven.peer.recv().await), 1000);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(
+        driven.events.try_recv().is_err(),
+        "still waiting after an hour"
+    );
+    driven.peer.send_close(1000).await;
+    let ending = driven.ending().await;
+    assert!(ending.was_clean && !ending.is_error());
+}
+
+/// Bytes read past the opening handshake are decoded like any read.
+#[tokio::test(start_paused = true)]
+async fn frames_that_came_with_the_handshake_are_delivered() {
+    let (ours, theirs) = tokio::io::duplex(64 << 10);
+    let limits = Limits::default();
+    let shared = Arc::new(Shared::new(
+        Status::Connected,
+        limits.max_outgoing_bytes,
+        limits.backpressure,
+    ));
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let leftover = [
+        client_frame(OpCode::Text, b"first"),
+        client_frame(OpCode::Binary, b"second"),
+        client_frame(OpCode::Text, b"thi"),
+    ]
+    .concat();
+    // The last frame is cut: its end comes in the first read.
+    let cut = leftover.len() - 1;
+    let callbacks = Recorder {
+        shared: shared.clone(),
+        events: tx,
+    };
+    let config = DriverConfig::new(Role::Server, &limits);
+    tokio::spawn(run(
+        ours,
+        BytesMut::from(&leftover[..cut]),
+        config,
+        callbacks,
+    ));
+    let mut theirs = theirs;
+    theirs.write_all(&leftover[cut..]).await.unwrap();
+    for expected in ["first", "second", "thi"] {
+        match events.recv().await.unwrap() {
+            Event::Message(Incoming::Text(text)) => assert_eq!(&text[..], expected),
+            Event::Message(Incoming::Binary(bytes)) => assert_eq!(&bytes[..], expected.as_bytes()),
+            other => panic!("expected {expected}, got {other:?}"),
+        }
+    }
+}

@@ -210,7 +210,7 @@ impl Origin {
 /// assert_eq!(params.get("A"), None); // a query's keys are case-sensitive
 /// assert_eq!(params.to_json(), serde_json::json!({"a": ["1", "3"], "b": "2"}));
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Params {
     pairs: Vec<(String, String)>,
     /// Names compare ASCII-case-insensitively (HTTP header names).
@@ -280,6 +280,15 @@ impl Params {
         map.into()
     }
 }
+
+/// Equal when they hold the same pairs in the same order (however their names compare).
+impl PartialEq for Params {
+    fn eq(&self, other: &Params) -> bool {
+        self.pairs == other.pairs
+    }
+}
+
+impl Eq for Params {}
 
 impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Params {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Params {
