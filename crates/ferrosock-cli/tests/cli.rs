@@ -31,6 +31,14 @@ fn help_describes_each_command() {
             assert!(help.contains(word), "{args:?} help lacks {word}: {help}");
         }
     }
+    // Issue #10: the description said "serve, echo (and later connect, bench)".
+    let output = ferrosock(&["--help"]);
+    let help = String::from_utf8_lossy(&output.stdout);
+    let about = help.lines().next().unwrap_or_default();
+    for command in ["serve", "echo", "connect", "bench"] {
+        assert!(about.contains(command), "{about}");
+    }
+    assert!(!about.contains("later"), "{about}");
 }
 
 #[test]
