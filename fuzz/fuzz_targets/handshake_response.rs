@@ -1,4 +1,4 @@
-//! `scripts/fuzz` runs this target; see ferrosock::fuzz::handshake_response for what it checks.
+//! `scripts/fuzz` runs this target; see ferrosock_proto::fuzz::handshake_response for what it checks.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ferrosock::fuzz::handshake_response(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ferrosock_proto::fuzz::handshake_response(data));

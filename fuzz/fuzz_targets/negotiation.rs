@@ -1,4 +1,4 @@
-//! `scripts/fuzz` runs this target; see ferrosock::fuzz::negotiation for what it checks.
+//! `scripts/fuzz` runs this target; see ferrosock_proto::fuzz::negotiation for what it checks.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ferrosock::fuzz::negotiation(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ferrosock_proto::fuzz::negotiation(data));

@@ -96,11 +96,11 @@ pub mod memory {
 mod conn;
 mod error;
 mod event;
-#[doc(hidden)]
-pub mod fuzz;
 mod limits;
 mod message;
-pub mod proto;
+/// The sans-IO codec, re-exported from the [`ferrosock_proto`] crate: frames, masking, UTF-8,
+/// close codes, the opening handshake and permessage-deflate.
+pub use ferrosock_proto as proto;
 mod server;
 mod tls;
 

@@ -128,12 +128,7 @@ mod tests {
 
     fn connection(deflate: Option<(u8, bool)>) -> Shared {
         let shared = Shared::new(Status::Connected, 1 << 20, BackpressurePolicy::Close);
-        let negotiated = deflate.map(|(bits, reset)| Negotiated {
-            compress_window_bits: bits,
-            compress_reset: reset,
-            decompress_window_bits: 15,
-            decompress_reset: false,
-        });
+        let negotiated = deflate.map(|(bits, reset)| Negotiated::new(bits, reset, 15, false));
         shared.set_deflate(negotiated.as_ref());
         shared
     }

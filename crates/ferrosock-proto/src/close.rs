@@ -9,7 +9,7 @@ use super::utf8;
 /// A close status code.
 ///
 /// ```
-/// use ferrosock::proto::CloseCode;
+/// use ferrosock_proto::CloseCode;
 /// assert!(CloseCode::NORMAL.is_valid_on_wire());
 /// assert!(!CloseCode::ABNORMAL.is_valid_on_wire()); // 1006 is never sent
 /// assert_eq!(CloseCode::GOING_AWAY.description(), "An endpoint is going away.");
@@ -120,8 +120,8 @@ pub const MAX_REASON_LEN: usize = MAX_CONTROL_PAYLOAD - 2;
 /// Parses a received close frame's payload: `None` for an empty one (reported as 1005).
 ///
 /// ```
-/// use ferrosock::proto::close::parse_payload;
-/// use ferrosock::proto::CloseCode;
+/// use ferrosock_proto::close::parse_payload;
+/// use ferrosock_proto::CloseCode;
 /// let frame = parse_payload(b"\x03\xe8bye").unwrap().unwrap();
 /// assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::NORMAL, "bye"));
 /// assert!(parse_payload(b"\x03").is_err());
@@ -145,8 +145,8 @@ pub fn parse_payload(payload: &[u8]) -> Result<Option<CloseFrame>, ProtocolError
 /// [`MAX_REASON_LEN`] bytes.
 ///
 /// ```
-/// use ferrosock::proto::close::encode_payload;
-/// use ferrosock::proto::CloseCode;
+/// use ferrosock_proto::close::encode_payload;
+/// use ferrosock_proto::CloseCode;
 /// assert_eq!(&encode_payload(CloseCode::NORMAL, "ok")[..], b"\x03\xe8ok");
 /// assert_eq!(encode_payload(CloseCode(4000), &"é".repeat(100)).len(), 2 + 122);
 /// ```

@@ -1,5 +1,5 @@
-//! Writes each fuzz target's seed corpus (`ferrosock::fuzz::seeds`) into DIR/TARGET/:
-//! `cargo run -p ferrosock --example fuzz-seeds -- DIR`. `scripts/fuzz` runs it before fuzzing.
+//! Writes each fuzz target's seed corpus (`ferrosock_proto::fuzz::seeds`) into DIR/TARGET/:
+//! `cargo run -p ferrosock-proto --features fuzz --example fuzz-seeds -- DIR`. `scripts/fuzz` runs it before fuzzing.
 
 use std::path::PathBuf;
 
@@ -8,10 +8,10 @@ fn main() -> std::io::Result<()> {
         eprintln!("usage: fuzz-seeds DIR");
         std::process::exit(2);
     };
-    for target in ferrosock::fuzz::TARGETS {
+    for target in ferrosock_proto::fuzz::TARGETS {
         let corpus = dir.join(target);
         std::fs::create_dir_all(&corpus)?;
-        for (n, seed) in ferrosock::fuzz::seeds(target).iter().enumerate() {
+        for (n, seed) in ferrosock_proto::fuzz::seeds(target).iter().enumerate() {
             std::fs::write(corpus.join(format!("seed-{n}")), seed)?;
         }
     }

@@ -22,9 +22,9 @@
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
 
-use crate::proto::deflate::{Deflater, Inflater};
-use crate::proto::handshake::{validate_request, ClientHandshake};
-use crate::proto::{
+use crate::deflate::{Deflater, Inflater};
+use crate::handshake::{validate_request, ClientHandshake};
+use crate::{
     CloseCode, Decoded, Decoder, DecoderConfig, OpCode, OutFrame, PerMessageDeflate, Role,
 };
 
@@ -91,7 +91,7 @@ fn decode_all<'a>(
     decoder: &mut Decoder,
     reads: impl Iterator<Item = &'a [u8]>,
     max: usize,
-) -> (Vec<Decoded>, Option<crate::proto::ProtocolError>) {
+) -> (Vec<Decoded>, Option<crate::ProtocolError>) {
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     for read in reads {
@@ -314,7 +314,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         ],
         "handshake_response" => {
             let handshake = ClientHandshake::new([7; 16]);
-            let accept = crate::proto::handshake::accept_key(handshake.key().as_bytes());
+            let accept = crate::handshake::accept_key(handshake.key().as_bytes());
             let accept = accept.to_str().expect("base64");
             // What a ferrosock server answers to the default offer.
             let offer = PerMessageDeflate::default().client_offer();

@@ -73,7 +73,7 @@ impl ProtocolError {
     /// 1002 for the rest.
     ///
     /// ```
-    /// use ferrosock::proto::{CloseCode, ProtocolError};
+    /// use ferrosock_proto::{CloseCode, ProtocolError};
     /// assert_eq!(ProtocolError::InvalidUtf8.close_code(), CloseCode::INVALID_PAYLOAD);
     /// assert_eq!(ProtocolError::ReservedBits.close_code(), CloseCode::PROTOCOL_ERROR);
     /// ```

@@ -26,7 +26,7 @@ impl Utf8Validator {
     /// Checks the next piece of the message.
     ///
     /// ```
-    /// use ferrosock::proto::utf8::Utf8Validator;
+    /// use ferrosock_proto::utf8::Utf8Validator;
     /// let euro = "€".as_bytes(); // e2 82 ac
     /// let mut v = Utf8Validator::new();
     /// v.feed(&euro[..1]).unwrap();

@@ -26,7 +26,7 @@ impl OutFrame {
     ///
     /// ```
     /// use bytes::Bytes;
-    /// use ferrosock::proto::{OpCode, OutFrame, Role};
+    /// use ferrosock_proto::{OpCode, OutFrame, Role};
     /// let frame = OutFrame::new(Role::Server, OpCode::Text, Bytes::from_static(b"hi"), || unreachable!());
     /// assert_eq!(frame.head(), &[0x81, 0x02]);
     /// assert_eq!(&frame.payload()[..], b"hi");
@@ -120,7 +120,7 @@ impl OutFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Decoded, Decoder, DecoderConfig};
+    use crate::{Decoded, Decoder, DecoderConfig};
 
     #[test]
     fn client_frames_decode_on_a_server_and_back() {

@@ -89,7 +89,7 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
 /// the 101 answer must carry.
 ///
 /// ```
-/// use ferrosock::proto::handshake::validate_request;
+/// use ferrosock_proto::handshake::validate_request;
 /// use http::{HeaderMap, Method, Version};
 /// let mut headers = HeaderMap::new();
 /// headers.insert("upgrade", "websocket".parse().unwrap());
@@ -137,7 +137,7 @@ pub fn validate_request(
 /// `base64(SHA-1(key + GUID))`, the value of `Sec-WebSocket-Accept` (RFC 6455 §4.2.2).
 ///
 /// ```
-/// use ferrosock::proto::handshake::accept_key;
+/// use ferrosock_proto::handshake::accept_key;
 /// assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 /// ```
 pub fn accept_key(key: &[u8]) -> HeaderValue {
@@ -164,7 +164,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
 /// the answer.
 ///
 /// ```
-/// use ferrosock::proto::handshake::ClientHandshake;
+/// use ferrosock_proto::handshake::ClientHandshake;
 /// let handshake = ClientHandshake::new(*b"the sample nonce");
 /// assert_eq!(handshake.key(), "dGhlIHNhbXBsZSBub25jZQ==");
 /// let request = handshake.request("example.com", "/chat?room=1", &[]);

@@ -9,7 +9,7 @@
 /// Masking is its own inverse: applying it twice restores the data.
 ///
 /// ```
-/// use ferrosock::proto::mask::apply_mask;
+/// use ferrosock_proto::mask::apply_mask;
 /// let mut data = *b"Hello";
 /// apply_mask(&mut data, [0x37, 0xfa, 0x21, 0x3d]);
 /// assert_eq!(data, [0x7f, 0x9f, 0x4d, 0x51, 0x58]); // RFC 6455 §5.7
@@ -42,7 +42,7 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
 /// The decoder unmasks a frame piece by piece as its bytes arrive; this keeps the key in step.
 ///
 /// ```
-/// use ferrosock::proto::mask::{apply_mask, apply_mask_at};
+/// use ferrosock_proto::mask::{apply_mask, apply_mask_at};
 /// let key = [1, 2, 3, 4];
 /// let mut whole = *b"streaming payload";
 /// let mut parts = whole;

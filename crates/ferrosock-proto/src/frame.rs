@@ -30,7 +30,7 @@ impl OpCode {
     /// The opcode for a 4-bit value, or `None` for the reserved ones.
     ///
     /// ```
-    /// use ferrosock::proto::OpCode;
+    /// use ferrosock_proto::OpCode;
     /// assert_eq!(OpCode::from_bits(0x9), Some(OpCode::Ping));
     /// assert_eq!(OpCode::from_bits(0x3), None);
     /// ```
@@ -75,7 +75,7 @@ impl FrameHeader {
     /// A header for an unfragmented frame without reserved bits.
     ///
     /// ```
-    /// use ferrosock::proto::{FrameHeader, OpCode};
+    /// use ferrosock_proto::{FrameHeader, OpCode};
     /// let header = FrameHeader::new(OpCode::Text, 5, None);
     /// let mut bytes = [0u8; 14];
     /// let len = header.encode(&mut bytes);
@@ -101,7 +101,7 @@ impl FrameHeader {
     /// reserved bits and limits depend on the connection and are the decoder's to check.
     ///
     /// ```
-    /// use ferrosock::proto::{FrameHeader, OpCode};
+    /// use ferrosock_proto::{FrameHeader, OpCode};
     /// let (header, len) = FrameHeader::decode(&[0x89, 0x00]).unwrap().unwrap();
     /// assert_eq!((header.opcode, header.payload_len, len), (OpCode::Ping, 0, 2));
     /// assert_eq!(FrameHeader::decode(&[0x81]).unwrap(), None);
@@ -194,7 +194,7 @@ impl FrameExtent {
     /// all there.
     ///
     /// ```
-    /// use ferrosock::proto::frame::FrameExtent;
+    /// use ferrosock_proto::frame::FrameExtent;
     /// // A frame with reserved opcode 0x3, masked, 2 bytes of payload.
     /// let extent = FrameExtent::peek(&[0x83, 0x82, 1, 2, 3, 4]).unwrap();
     /// assert_eq!((extent.opcode_bits, extent.header_len, extent.payload_len), (0x3, 6, 2));
