@@ -3,7 +3,7 @@
 
 use crate::message::Message;
 use crate::proto::CloseCode;
-use crate::server::Request;
+use crate::request::Request;
 
 /// `{type: "open"}`: a server started accepting, or a connection opened.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -93,11 +93,14 @@ pub mod memory {
         QUEUED_MESSAGE_OVERHEAD,
     };
 }
+mod common;
 mod conn;
 mod error;
 mod event;
+mod handle;
 mod limits;
 mod message;
+mod request;
 /// The sans-IO codec, re-exported from the [`ferrosock_proto`] crate: frames, masking, UTF-8,
 /// close codes, the opening handshake and permessage-deflate.
 pub use ferrosock_proto as proto;
@@ -108,7 +111,7 @@ pub use broker::{Broker, LocalBroker};
 pub use bytes::Bytes;
 pub use bytestring::ByteString;
 pub use client::{ClientHandler, ClientOptions, WebSocket};
-pub use conn::{Compress, Status};
+pub use common::{Compress, Status};
 pub use error::{Error, ErrorKind};
 pub use event::{
     ConnectionEvent, ErrorEvent, ErrorInfo, MessageEvent, OpenEvent, ServerTerminateEvent,
@@ -117,7 +120,8 @@ pub use event::{
 pub use limits::{BackpressurePolicy, Limits};
 pub use message::{DataType, Message};
 pub use proto::deflate::PerMessageDeflate;
+pub use request::{Params, Request};
 pub use server::{
-    ConnectionHandler, Params, Request, ServerHandler, ServerOptions, Terminating, TlsFiles,
-    WebServer, WebServerOptions, WebSocketConnection, WebSocketServer,
+    ConnectionHandler, ServerHandler, ServerOptions, Terminating, TlsFiles, WebServer,
+    WebServerOptions, WebSocketConnection, WebSocketServer,
 };

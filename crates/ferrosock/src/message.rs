@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use crate::conn::Incoming;
+use crate::common::Incoming;
 use crate::proto::OpCode;
 
 /// How received messages are handed to `on_message` (4D's `dataType`).

@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorKind};
 use crate::limits::Limits;
 use crate::proto::deflate::{Negotiated, PerMessageDeflate};
 use crate::proto::handshake::{ClientHandshake, HandshakeError, RESERVED_HEADERS};
-use crate::server::Params;
+use crate::request::Params;
 
 /// Options of a client socket, beyond its handler.
 ///
@@ -186,22 +186,18 @@ pub(crate) struct Established {
     pub(crate) deflate: Option<Negotiated>,
 }
 
-/// Connects and completes the opening handshake, within the connect timeout.
+/// Connects (over `over`, a stream the application opened, when given) and completes the
+/// opening handshake, within the connect timeout.
 pub(crate) async fn establish(
     target: &Target,
     headers: &[(String, String)],
     options: &ClientOptions,
+    over: Option<Stream>,
 ) -> Result<Established, Error> {
     let attempt = async {
-        let tcp = connect_tcp(target).await?;
-        let mut stream = if target.secure {
-            let config = match &options.tls {
-                Some(config) => config.clone(),
-                None => crate::tls::default_client_config()?,
-            };
-            Stream::ClientTls(Box::new(connect_tls(target, tcp, config).await?))
-        } else {
-            Stream::Plain(tcp)
+        let mut stream = match over {
+            Some(stream) => stream,
+            None => open(target, options).await?,
         };
         let (leftover, deflate) = handshake(&mut stream, target, headers, &options.deflate).await?;
         Ok(Established {
@@ -222,6 +218,21 @@ pub(crate) async fn establish(
             ),
         )),
     }
+}
+
+/// TCP, then TLS for `wss://`.
+async fn open(target: &Target, options: &ClientOptions) -> Result<Stream, Error> {
+    let tcp = connect_tcp(target).await?;
+    let stream = if target.secure {
+        let config = match &options.tls {
+            Some(config) => config.clone(),
+            None => crate::tls::default_client_config()?,
+        };
+        Stream::ClientTls(Box::new(connect_tls(target, tcp, config).await?))
+    } else {
+        Stream::Plain(tcp)
+    };
+    Ok(stream)
 }
 
 async fn connect_tcp(target: &Target) -> Result<TcpStream, Error> {

@@ -3,7 +3,7 @@
 use super::WebSocket;
 use crate::event::{ErrorEvent, MessageEvent, OpenEvent, TerminateEvent};
 use crate::message::DataType;
-use crate::server::Params;
+use crate::request::Params;
 
 /// A client socket's handler. Every callback is optional.
 ///

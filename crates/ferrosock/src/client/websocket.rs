@@ -2,19 +2,17 @@
 
 use std::fmt;
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use super::connect::{establish, request_headers, ClientOptions, Established, Target};
 use super::ClientHandler;
-use crate::conn::{
-    self, next_id, outgoing, Callbacks, Command, Compress, DriverConfig, Ending, Incoming, Shared,
-    Status,
-};
-use crate::error::{panic_message, Error, ErrorKind};
-use crate::event::{ErrorEvent, ErrorInfo, MessageEvent, OpenEvent, TerminateEvent};
+use crate::common::{next_id, Compress, Incoming, Status};
+use crate::conn::{self, Callbacks, DriverConfig, Ending, Shared, Stream};
+use crate::error::{Error, ErrorKind};
+use crate::event::{ErrorEvent, ErrorInfo, OpenEvent, TerminateEvent};
+use crate::handle::{end_events, message_event, Core};
 use crate::message::{DataType, Message};
 use crate::proto::close::MAX_REASON_LEN;
 use crate::proto::deflate::Negotiated;
@@ -55,15 +53,12 @@ pub struct WebSocket<H: ClientHandler> {
 }
 
 struct ClientInner<H> {
-    id: u64,
+    core: Core,
     url: String,
     handler: H,
     data_type: DataType,
-    shared: Shared,
     /// True once `on_terminate` has run.
     ended: watch::Sender<bool>,
-    /// permessage-deflate as the opening handshake settled it; unset until then.
-    compression: std::sync::OnceLock<Option<Negotiated>>,
 }
 
 /// What a connection attempt needs, checked before anything is spawned.
@@ -95,7 +90,7 @@ impl<H: ClientHandler> WebSocket<H> {
         let (ws, plan) = WebSocket::prepare(url, handler, options)?;
         let task = ws.clone();
         runtime.spawn(async move {
-            match establish(&plan.target, &plan.headers, &plan.options).await {
+            match establish(&plan.target, &plan.headers, &plan.options, None).await {
                 Ok(established) => {
                     let config = task.open(&established, &plan.options);
                     task.drive(established, config).await;
@@ -122,8 +117,46 @@ impl<H: ClientHandler> WebSocket<H> {
         handler: H,
         options: ClientOptions,
     ) -> Result<Self, Error> {
+        WebSocket::connect_on(url, handler, options, None).await
+    }
+
+    /// [`connect_with`](Self::connect_with) over `stream`, a connection the application opened
+    /// itself (through a proxy, over a Unix socket, with its own TLS, an in-memory pipe), as
+    /// tokio-tungstenite's `client_async` does: the opening handshake is sent on it, and the
+    /// connection runs on it. `url` gives the `Host` header and the resource requested; its
+    /// scheme does not wrap the stream in TLS (a `wss://` URL needs a stream that is TLS
+    /// already). Same errors as [`connect`](Self::connect), but for DNS, TCP and TLS.
+    ///
+    /// ```no_run
+    /// # use ferrosock::*;
+    /// # struct Printer; impl ClientHandler for Printer {}
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let tcp = tokio::net::TcpStream::connect("127.0.0.1:8080").await?;
+    /// tcp.set_nodelay(true)?;
+    /// let ws = WebSocket::connect_over("ws://127.0.0.1:8080/echo", tcp, Printer, ClientOptions::default()).await?;
+    /// ws.send("hello")?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_over<S>(
+        url: &str,
+        stream: S,
+        handler: H,
+        options: ClientOptions,
+    ) -> Result<Self, Error>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        WebSocket::connect_on(url, handler, options, Some(Stream::from_io(stream))).await
+    }
+
+    async fn connect_on(
+        url: &str,
+        handler: H,
+        options: ClientOptions,
+        over: Option<Stream>,
+    ) -> Result<Self, Error> {
         let (ws, plan) = WebSocket::prepare(url, handler, options)?;
-        match establish(&plan.target, &plan.headers, &plan.options).await {
+        match establish(&plan.target, &plan.headers, &plan.options, over).await {
             Ok(established) => {
                 let config = ws.open(&established, &plan.options);
                 let task = ws.clone();
@@ -131,7 +164,7 @@ impl<H: ClientHandler> WebSocket<H> {
                 Ok(ws)
             }
             Err(err) => {
-                ws.inner.shared.finish();
+                ws.shared().finish();
                 ws.inner.ended.send_replace(true);
                 Err(err)
             }
@@ -147,21 +180,14 @@ impl<H: ClientHandler> WebSocket<H> {
             )
         })?;
         let headers = request_headers(&handler.headers())?;
-        let limits = &options.limits;
-        let shared = Shared::new(
-            Status::Connecting,
-            limits.max_outgoing_bytes,
-            limits.backpressure,
-        );
+        let core = Core::new(next_id(), Role::Client, Status::Connecting, &options.limits);
         let ws = WebSocket {
             inner: Arc::new(ClientInner {
-                id: next_id(),
+                core,
                 url: url.to_owned(),
                 data_type: handler.data_type(),
                 handler,
-                shared,
                 ended: watch::Sender::new(false),
-                compression: std::sync::OnceLock::new(),
             }),
         };
         Ok((
@@ -177,12 +203,12 @@ impl<H: ClientHandler> WebSocket<H> {
     /// The handshake succeeded: `Connected`, then `on_open`. Returns how the driver runs.
     fn open(&self, established: &Established, options: &ClientOptions) -> DriverConfig {
         // Before `Connected`: a send from on_open already goes the compressing way.
-        self.inner.shared.set_deflate(established.deflate.as_ref());
-        let _ = self.inner.compression.set(established.deflate);
-        self.inner.shared.set_connected();
+        self.inner
+            .core
+            .negotiated(established.deflate, &options.deflate);
+        self.shared().set_connected();
         self.guard("on_open", |h, ws| h.on_open(ws, OpenEvent::new()));
         DriverConfig::new(Role::Client, &options.limits)
-            .deflate(established.deflate, &options.deflate)
     }
 
     async fn drive(self, established: Established, config: DriverConfig) {
@@ -194,7 +220,7 @@ impl<H: ClientHandler> WebSocket<H> {
 
     /// The background attempt failed: `on_error`, then `on_terminate` with 1006.
     fn connection_failed(&self, err: &Error) {
-        self.inner.shared.finish();
+        self.shared().finish();
         let cause = crate::error::chain(err);
         let info = ErrorInfo::close(CloseCode::ABNORMAL, Some(&cause));
         self.guard("on_error", |h, ws| {
@@ -217,12 +243,12 @@ impl<H: ClientHandler> WebSocket<H> {
 
     /// The socket's id: unique in the process, shared with server connections' ids.
     pub fn id(&self) -> u64 {
-        self.inner.id
+        self.inner.core.id()
     }
 
     /// `Connecting`, `Connected`, `Closing` or `Closed`.
     pub fn status(&self) -> Status {
-        self.inner.shared.status()
+        self.inner.core.status()
     }
 
     /// Exactly the URL given to `new` or `connect`.
@@ -239,7 +265,7 @@ impl<H: ClientHandler> WebSocket<H> {
     /// `decompress_reset` false), which costs it an inflate context of about 51 KiB for the
     /// connection's life (docs/DEFLATE.md). See [`PerMessageDeflate`](crate::PerMessageDeflate).
     pub fn compression(&self) -> Option<Negotiated> {
-        self.inner.compression.get().copied().flatten()
+        self.inner.core.compression()
     }
 
     /// Sends a message: a `Text` as a text frame, a `Blob` as a binary frame, an `Object` as a
@@ -256,15 +282,34 @@ impl<H: ClientHandler> WebSocket<H> {
     /// permessage-deflate was negotiated (with `Compress::Auto`, messages shorter than the
     /// threshold are not).
     pub fn send_with(&self, message: impl Into<Message>, compress: Compress) -> Result<(), Error> {
-        let shared = &self.inner.shared;
-        shared
-            .send(outgoing(
-                Role::Client,
-                message.into(),
-                compress,
-                shared.deflate(),
-            ))
-            .map_err(Error::from)
+        self.inner.core.send(message.into(), compress)
+    }
+
+    /// The bytes queued on this socket and not yet written, as its budget
+    /// ([`Limits::max_outgoing_bytes`](crate::Limits::max_outgoing_bytes)) counts them: each
+    /// message's payload (compressed, once compressed) plus
+    /// [`QUEUED_MESSAGE_OVERHEAD`](crate::memory::QUEUED_MESSAGE_OVERHEAD). The browser's
+    /// `bufferedAmount`.
+    pub fn buffered_amount(&self) -> usize {
+        self.inner.core.buffered_amount()
+    }
+
+    /// Resolves once a message of `bytes` bytes fits this socket's outgoing budget (its queue
+    /// is empty or has room for it), or once the socket is no longer connecting or
+    /// `Connected`. uWebSockets calls this moment `drain`; `send` itself never waits. The
+    /// process-wide cap ([`crate::memory`]) is not awaited: a send can still be refused by it.
+    ///
+    /// ```no_run
+    /// # use ferrosock::*;
+    /// # async fn upload<H: ClientHandler>(ws: WebSocket<H>, chunks: Vec<Bytes>) -> Result<(), Error> {
+    /// for chunk in chunks {
+    ///     ws.writable(chunk.len()).await; // paced by the server's reading, not by errors
+    ///     ws.send(Message::Blob(chunk))?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn writable(&self, bytes: usize) {
+        self.inner.core.writable(bytes).await;
     }
 
     /// Closes the connection normally (1000): a close frame, then the server's close frame and
@@ -308,25 +353,18 @@ impl<H: ClientHandler> WebSocket<H> {
     }
 
     fn close(&self, code: CloseCode, reason: &str) {
-        self.inner.shared.command(Command::Close {
-            code,
-            reason: reason.to_owned(),
-            timeout: None,
-        });
+        self.inner.core.close(code, reason, None);
+    }
+
+    fn shared(&self) -> &Shared {
+        self.inner.core.shared()
     }
 
     /// Runs a callback; a panic fails the connection with 1011 and is reported at its end.
     fn guard(&self, callback: &str, f: impl FnOnce(&H, &Self)) {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(&self.inner.handler, self))) {
-            let cause = format!("{callback} panicked: {}", panic_message(&*panic));
-            tracing::error!(id = self.id(), url = self.url(), "{cause}");
-            self.inner.shared.command(Command::Fail {
-                code: CloseCode::INTERNAL_ERROR,
-                reason: String::new(),
-                cause,
-                discard_queued: false,
-            });
-        }
+        self.inner
+            .core
+            .guard(callback, || f(&self.inner.handler, self));
     }
 }
 
@@ -337,37 +375,28 @@ struct ClientCallbacks<H: ClientHandler> {
 
 impl<H: ClientHandler> Callbacks for ClientCallbacks<H> {
     fn shared(&self) -> &Shared {
-        &self.ws.inner.shared
+        self.ws.shared()
     }
 
     fn on_message(&mut self, message: Incoming) {
-        match Message::convert(message, self.ws.inner.data_type) {
-            Ok(data) => self.ws.guard("on_message", |h, ws| {
-                h.on_message(ws, MessageEvent { data })
+        // As on the server (SPEC §3, §4): a message that cannot be converted is reported, not
+        // delivered, and the connection stays open.
+        match message_event(message, self.ws.inner.data_type) {
+            Ok(event) => self.ws.guard("on_message", |h, ws| h.on_message(ws, event)),
+            Err(info) => self.ws.guard("on_error", |h, ws| {
+                h.on_error(ws, ErrorEvent::new(vec![info]))
             }),
-            // As on the server (SPEC §3, §4): reported, not delivered, the connection stays open.
-            Err(err) => {
-                let info = ErrorInfo::new(
-                    ErrorInfo::INVALID_JSON,
-                    format!("message is not valid JSON: {err}"),
-                    ErrorInfo::JSON,
-                );
-                self.ws.guard("on_error", |h, ws| {
-                    h.on_error(ws, ErrorEvent::new(vec![info]))
-                });
-            }
         }
     }
 
     fn on_end(self, ending: Ending) {
         let ws = self.ws;
-        if ending.is_error() {
-            let info = ErrorInfo::close(ending.code, ending.cause.as_deref());
+        let (error, event) = end_events(&ending);
+        if let Some(info) = error {
             ws.guard("on_error", |h, ws| {
                 h.on_error(ws, ErrorEvent::new(vec![info]))
             });
         }
-        let event = TerminateEvent::new(ending.code, &ending.reason, ending.was_clean);
         ws.guard("on_terminate", |h, ws| h.on_terminate(ws, event));
         ws.inner.ended.send_replace(true);
     }
@@ -383,7 +412,7 @@ impl<H: ClientHandler> Clone for WebSocket<H> {
 
 impl<H: ClientHandler> PartialEq for WebSocket<H> {
     fn eq(&self, other: &Self) -> bool {
-        self.inner.id == other.inner.id
+        self.id() == other.id()
     }
 }
 

@@ -26,10 +26,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::budget::{cost, Queued};
-use super::queue::{Command, Compress, Outgoing, Shared};
+use super::outgoing;
+use super::queue::{Command, Outgoing, Shared};
+use crate::common::Incoming;
 use crate::limits::Limits;
 use crate::proto::decoder::{Input, SliceInput};
-use crate::proto::deflate::{Deflater, Inflater, Negotiated, PerMessageDeflate};
+use crate::proto::deflate::{Deflater, Inflater};
 use crate::proto::frame::MAX_HEADER_LEN;
 use crate::proto::{
     CloseCode, CloseFrame, Decoded, Decoder, DecoderConfig, OpCode, OutFrame, Role,
@@ -43,34 +45,9 @@ pub(crate) struct DriverConfig {
     pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) close_timeout: Duration,
-    pub(crate) deflate: Option<DeflateSetup>,
-}
-
-/// permessage-deflate as negotiated for one connection, with the local settings it needs.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct DeflateSetup {
-    negotiated: Negotiated,
-    level: u8,
-    mem_level: u8,
-    threshold: usize,
 }
 
 impl DriverConfig {
-    /// Adds permessage-deflate, if the handshake negotiated it.
-    pub(crate) fn deflate(
-        mut self,
-        negotiated: Option<Negotiated>,
-        settings: &PerMessageDeflate,
-    ) -> DriverConfig {
-        self.deflate = negotiated.map(|negotiated| DeflateSetup {
-            negotiated,
-            level: settings.level,
-            mem_level: settings.mem_level,
-            threshold: settings.threshold,
-        });
-        self
-    }
-
     pub(crate) fn new(role: Role, limits: &Limits) -> DriverConfig {
         DriverConfig {
             role,
@@ -82,18 +59,8 @@ impl DriverConfig {
             keepalive_interval: limits.keepalive_interval,
             idle_timeout: limits.idle_timeout,
             close_timeout: limits.close_timeout,
-            deflate: None,
         }
     }
-}
-
-/// A complete data message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Incoming {
-    /// From a text frame.
-    Text(bytestring::ByteString),
-    /// From a binary frame.
-    Binary(Bytes),
 }
 
 /// How a connection ended.
@@ -249,9 +216,9 @@ struct Driver<S, C> {
     staged: VecDeque<Queued<Outgoing>>,
     /// Frames to write, in order.
     out: VecDeque<Queued<OutFrame>>,
-    /// permessage-deflate's compressor and threshold, when negotiated.
+    /// permessage-deflate's compressor, when negotiated ([`Shared::deflate_setup`]).
     /// Boxed: most connections never negotiate it.
-    deflater: Option<Box<(Deflater, usize)>>,
+    deflater: Option<Box<Deflater>>,
     /// Bytes of `out[0]` already written. Invariant: `out_pos < out[0].wire_len()`, or 0.
     out_pos: usize,
     needs_flush: bool,
@@ -318,16 +285,10 @@ where
         let (keepalive_ticks, idle_ticks) =
             (ticks(config.keepalive_interval), ticks(config.idle_timeout));
         let mut decoder = Decoder::new(config.decoder);
-        let deflater = config.deflate.map(|setup| {
+        let deflater = callbacks.shared().deflate_setup().map(|setup| {
             let n = setup.negotiated;
             decoder.set_inflater(Inflater::new(n.decompress_window_bits, n.decompress_reset));
-            let deflater = Deflater::new(
-                n.compress_window_bits,
-                n.compress_reset,
-                setup.level,
-                setup.mem_level,
-            );
-            Box::new((deflater, setup.threshold))
+            Box::new(setup.deflater())
         });
         Driver {
             io,
@@ -706,7 +667,8 @@ where
         self.timer_registered = false;
     }
 
-    /// Frames what handles queued, compressing data messages when permessage-deflate is on.
+    /// Frames what handles queued, compressing the messages the outgoing path left to the
+    /// driver ([`super::outgoing`]).
     fn frame_staged(&mut self) {
         let role = self.role;
         while let Some(Queued { item, mut held }) = self.staged.pop_front() {
@@ -716,34 +678,20 @@ where
                     opcode,
                     payload,
                     compress,
-                } => match self.deflater.as_deref_mut() {
-                    Some((deflater, threshold))
-                        if deflater.can_compress()
-                            && match compress {
-                                Compress::Auto => payload.len() >= *threshold,
-                                Compress::Always => true,
-                                Compress::Never => false,
-                            } =>
-                    {
-                        let compressed = deflater.compress(&payload);
-                        if compress == Compress::Auto
-                            && deflater.resets()
-                            && compressed.len() >= payload.len()
-                        {
-                            // Incompressible (random or already compressed data): sent as it
-                            // is, which no context takeover allows. `Always` insists.
-                            OutFrame::new(role, opcode, payload, rand::random)
-                        } else {
-                            // The budget counted the message; count what is really queued.
+                } => {
+                    let compressed = self
+                        .deflater
+                        .as_deref_mut()
+                        .and_then(|deflater| outgoing::compress(deflater, &payload, compress));
+                    match compressed {
+                        Some(compressed) => {
                             let shared = self.callbacks.shared();
-                            shared.charge(cost(compressed.len()));
-                            shared.release(cost(payload.len()));
-                            held = shared.hold(cost(compressed.len()));
+                            shared.recharge(&mut held, payload.len(), compressed.len());
                             OutFrame::compressed(role, opcode, compressed, rand::random)
                         }
+                        None => OutFrame::new(role, opcode, payload, rand::random),
                     }
-                    _ => OutFrame::new(role, opcode, payload, rand::random),
-                },
+                }
             };
             self.out.push_back(Queued { item: frame, held });
         }
@@ -1046,7 +994,12 @@ mod tests {
         let limits = Limits::default()
             .max_frame_size(16 << 20)
             .max_message_size(16 << 20);
-        let shared = Shared::new(crate::Status::Connected, 1 << 20, limits.backpressure);
+        let shared = Shared::new(
+            Role::Server,
+            crate::common::Status::Connected,
+            1 << 20,
+            limits.backpressure,
+        );
         let (io, _peer) = tokio::io::duplex(1024);
         let config = DriverConfig::new(Role::Server, &limits);
         let mut driver = Driver::new(io, BytesMut::new(), config, Quiet(shared));

@@ -8,29 +8,19 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use atomic_waker::AtomicWaker;
+use tokio::sync::Notify;
 
 use bytes::Bytes;
 
 use super::budget::{cost, Charge, Held, Pool, Queued, POOL, QUEUED_MESSAGE_OVERHEAD};
-use super::Status;
+use super::outgoing::DeflateSetup;
+use crate::common::{Compress, Status};
 use crate::limits::BackpressurePolicy;
-use crate::proto::{CloseCode, OpCode, OutFrame};
-
-/// Whether a message is compressed (when permessage-deflate was negotiated).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Compress {
-    /// Compressed if it is at least the threshold's length, and, without context takeover,
-    /// only if compressing makes it shorter. The default.
-    #[default]
-    Auto,
-    /// Compressed whatever its length, even when that makes it longer.
-    Always,
-    /// Sent as it is (data that is already compressed, say).
-    Never,
-}
+use crate::proto::deflate::{Negotiated, PerMessageDeflate};
+use crate::proto::{CloseCode, OpCode, OutFrame, Role};
 
 /// Something queued for the driver to write.
 #[derive(Debug)]
@@ -76,12 +66,11 @@ pub(crate) struct Shared {
     pool: &'static Pool,
     /// Set when a `Fail` or `Abort` command is accepted.
     failing: AtomicBool,
-    /// permessage-deflate was negotiated: data goes to the driver as messages to compress.
-    deflate: AtomicBool,
-    /// With permessage-deflate and no context takeover on this end: the window bits this end
-    /// compresses with (its compressed messages depend on nothing else, so one compression can
-    /// serve every such connection). 0 otherwise.
-    resetting_window: AtomicU8,
+    /// Which end this is: it decides the masking of the frames senders build.
+    role: Role,
+    /// permessage-deflate as negotiated, set once before the first message can be sent: what
+    /// the outgoing path ([`super::outgoing`]) decides with.
+    deflate: OnceLock<DeflateSetup>,
     /// Something was queued (frames or a command) since the driver last took the outbox: lets
     /// the driver skip the lock when there is nothing.
     pending: AtomicBool,
@@ -91,6 +80,9 @@ pub(crate) struct Shared {
     polling: AtomicBool,
     budget: usize,
     policy: BackpressurePolicy,
+    /// Wakes the tasks waiting for room in the budget ([`Shared::room_for`]); created by the
+    /// first of them, so that a connection nobody waits on carries only the empty slot.
+    room: OnceLock<Box<Notify>>,
 }
 
 #[derive(Debug, Default)]
@@ -137,12 +129,18 @@ pub(crate) enum SendError {
 }
 
 impl Shared {
-    pub(crate) fn new(status: Status, budget: usize, policy: BackpressurePolicy) -> Shared {
-        Shared::with_pool(status, budget, policy, &POOL)
+    pub(crate) fn new(
+        role: Role,
+        status: Status,
+        budget: usize,
+        policy: BackpressurePolicy,
+    ) -> Shared {
+        Shared::with_pool(role, status, budget, policy, &POOL)
     }
 
     /// [`new`](Self::new), counting in `pool` rather than the process's.
     pub(crate) fn with_pool(
+        role: Role,
         status: Status,
         budget: usize,
         policy: BackpressurePolicy,
@@ -155,12 +153,13 @@ impl Shared {
             status: AtomicU8::new(status as u8),
             buffered: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
-            deflate: AtomicBool::new(false),
-            resetting_window: AtomicU8::new(0),
+            role,
+            deflate: OnceLock::new(),
             pending: AtomicBool::new(false),
             polling: AtomicBool::new(false),
             budget,
             policy,
+            room: OnceLock::new(),
         }
     }
 
@@ -168,32 +167,27 @@ impl Shared {
         Status::from_u8(self.status.load(Ordering::Acquire))
     }
 
-    /// Whether permessage-deflate was negotiated.
-    pub(crate) fn deflate(&self) -> bool {
-        self.deflate.load(Ordering::Acquire)
+    /// Which end this is.
+    pub(crate) fn role(&self) -> Role {
+        self.role
     }
 
-    /// Records what permessage-deflate settled, if anything (before the first `send`).
-    pub(crate) fn set_deflate(&self, negotiated: Option<&crate::proto::Negotiated>) {
-        if let Some(agreed) = negotiated.filter(|agreed| agreed.compress_reset) {
-            self.resetting_window
-                .store(agreed.compress_window_bits, Ordering::Release);
-        }
-        self.deflate.store(negotiated.is_some(), Ordering::Release);
+    /// permessage-deflate as negotiated, if it was.
+    pub(crate) fn deflate_setup(&self) -> Option<&DeflateSetup> {
+        self.deflate.get()
     }
 
-    /// The window bits of a compressor that starts each message afresh, when
-    /// permessage-deflate was negotiated without context takeover on this end.
-    pub(crate) fn resetting_window(&self) -> Option<u8> {
-        match self.resetting_window.load(Ordering::Acquire) {
-            0 => None,
-            bits => Some(bits),
+    /// Records what permessage-deflate settled, if anything, with the local `settings` it is
+    /// used with. Called once, before the first `send` (and before the driver starts).
+    pub(crate) fn set_deflate(&self, negotiated: Option<Negotiated>, settings: &PerMessageDeflate) {
+        if let Some(negotiated) = negotiated {
+            let _ = self.deflate.set(DeflateSetup::new(negotiated, settings));
         }
     }
 
     /// Queues a data frame or message for the driver to write. It counts against the budget
-    /// until written ([`Outgoing::cost`]).
-    pub(crate) fn send(&self, frame: Outgoing) -> Result<(), SendError> {
+    /// until written ([`Outgoing::cost`]). Senders go through [`Shared::send_data`].
+    pub(super) fn send(&self, frame: Outgoing) -> Result<(), SendError> {
         self.send_sharing(frame, None)
     }
 
@@ -338,6 +332,8 @@ impl Shared {
         }
         outbox.command = Some(Box::new(command));
         self.notify();
+        // Waiters for room stop waiting: no send will be accepted any more.
+        self.wake_room();
     }
 
     /// Whether a `Fail` or `Abort` command was given: a callback panicked or the budget ran
@@ -366,6 +362,8 @@ impl Shared {
             self.set_status_locked(Status::Closing);
         }
         into.append(&mut outbox.frames);
+        drop(outbox);
+        self.wake_room();
     }
 
     /// Driver side: the socket is gone. Frees whatever is still queued.
@@ -377,12 +375,48 @@ impl Shared {
         if self.buffered.swap(0, Ordering::AcqRel) > 0 {
             self.pool.set_busy(false);
         }
+        drop(outbox);
+        self.wake_room();
     }
 
     /// Driver side: items that cost `bytes` reached the socket (or were dropped).
     pub(crate) fn release(&self, bytes: usize) {
         if bytes > 0 && self.buffered.fetch_sub(bytes, Ordering::AcqRel) == bytes {
             self.pool.set_busy(false);
+        }
+        if bytes > 0 {
+            self.wake_room();
+        }
+    }
+
+    fn wake_room(&self) {
+        if let Some(room) = self.room.get() {
+            room.notify_waiters();
+        }
+    }
+
+    /// What the items queued and not yet written cost against the budget: payloads plus
+    /// [`QUEUED_MESSAGE_OVERHEAD`] each (browsers' and Node ws's `bufferedAmount`).
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffered.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a message with a payload of `payload_len` bytes would fit this
+    /// connection's budget (the queue is empty, or has room for it), or once the connection is
+    /// no longer `Connecting` or `Connected` (a send would fail anyway). The process-wide cap
+    /// may still refuse the send: it is shared, and not waited for.
+    pub(crate) async fn room_for(&self, payload_len: usize) {
+        let room = self.room.get_or_init(|| Box::new(Notify::new()));
+        loop {
+            let notified = room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let buffered = self.buffered();
+            let open = matches!(self.status(), Status::Connecting | Status::Connected);
+            if !open || buffered == 0 || buffered.saturating_add(cost(payload_len)) <= self.budget {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -441,7 +475,6 @@ impl Drop for Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::Role;
 
     fn frame(len: usize) -> Outgoing {
         let payload = Bytes::from(vec![0; len]);
@@ -456,7 +489,7 @@ mod tests {
     }
 
     fn connection(budget: usize, policy: BackpressurePolicy, pool: &'static Pool) -> Shared {
-        Shared::with_pool(Status::Connected, budget, policy, pool)
+        Shared::with_pool(Role::Server, Status::Connected, budget, policy, pool)
     }
 
     #[test]
@@ -595,7 +628,12 @@ mod tests {
 
     #[test]
     fn the_first_close_wins_but_abort_overrides() {
-        let shared = Shared::new(Status::Connected, 10, BackpressurePolicy::Close);
+        let shared = Shared::new(
+            Role::Server,
+            Status::Connected,
+            10,
+            BackpressurePolicy::Close,
+        );
         let close = Command::Close {
             code: CloseCode::NORMAL,
             reason: String::new(),

@@ -17,9 +17,34 @@ pub(crate) enum Stream {
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// TLS opened by a client (`wss://`).
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    /// An in-memory stream: the unit tests' socket, on paused time.
-    #[cfg(test)]
-    Memory(tokio::io::DuplexStream),
+    /// A stream the application brought (`WebSocketServer::accept`, `WebSocket::connect_over`):
+    /// a TLS stream of another crate, a Unix socket, an in-memory pipe (the unit tests').
+    Custom(Custom),
+}
+
+/// What a stream the application brings must be.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// A stream of a type ferrosock does not know, behind one dynamic call per read and write.
+pub(crate) struct Custom(Box<dyn Io>);
+
+impl std::fmt::Debug for Custom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Custom")
+    }
+}
+
+impl Stream {
+    /// The stream for `io`: a `TcpStream` goes without the dynamic call.
+    pub(crate) fn from_io<S: Io>(io: S) -> Stream {
+        let mut slot = Some(io);
+        if let Some(tcp) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<TcpStream>>()
+        {
+            return Stream::Plain(tcp.take().expect("just put"));
+        }
+        Stream::Custom(Custom(Box::new(slot.take().expect("still there"))))
+    }
 }
 
 /// Forwards a call to whichever stream this is.
@@ -29,8 +54,7 @@ macro_rules! each {
             Stream::Plain($s) => $call,
             Stream::ServerTls($s) => $call,
             Stream::ClientTls($s) => $call,
-            #[cfg(test)]
-            Stream::Memory($s) => $call,
+            Stream::Custom(Custom($s)) => $call,
         }
     };
 }

@@ -13,10 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{run, Callbacks, Command, DriverConfig, Ending, Incoming, Outgoing, SendError, Shared};
+use super::{run, Callbacks, Command, DriverConfig, Ending, SendError, Shared};
+use crate::common::Status;
+use crate::common::{Compress, Incoming};
 use crate::limits::Limits;
 use crate::proto::{CloseCode, Decoded, Decoder, DecoderConfig, OpCode, OutFrame, Role};
-use crate::Status;
 
 /// What the driver told the layer above.
 #[derive(Debug)]
@@ -109,12 +110,8 @@ impl Driven {
     }
 
     fn send(&self, payload: &'static [u8]) -> Result<(), SendError> {
-        self.shared.send(Outgoing::Frame(OutFrame::new(
-            Role::Server,
-            OpCode::Binary,
-            Bytes::from_static(payload),
-            || unreachable!(),
-        )))
+        self.shared
+            .send_data(OpCode::Binary, Bytes::from_static(payload), Compress::Auto)
     }
 }
 
@@ -122,6 +119,7 @@ impl Driven {
 fn drive(limits: &Limits, capacity: usize) -> Driven {
     let (ours, theirs) = tokio::io::duplex(capacity);
     let shared = Arc::new(Shared::new(
+        Role::Server,
         Status::Connected,
         limits.max_outgoing_bytes,
         limits.backpressure,
@@ -408,6 +406,7 @@ async fn frames_that_came_with_the_handshake_are_delivered() {
     let (ours, theirs) = tokio::io::duplex(64 << 10);
     let limits = Limits::default();
     let shared = Arc::new(Shared::new(
+        Role::Server,
         Status::Connected,
         limits.max_outgoing_bytes,
         limits.backpressure,

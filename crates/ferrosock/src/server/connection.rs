@@ -5,8 +5,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{ServerHandler, WebSocketServer};
-use crate::conn::{outgoing, Command, Compress, Shared, Status};
+use crate::common::{Compress, Status};
+use crate::conn::Shared;
 use crate::error::Error;
+use crate::handle::Core;
 use crate::message::Message;
 use crate::proto::deflate::Negotiated;
 use crate::proto::{CloseCode, Role};
@@ -20,14 +22,11 @@ pub struct WebSocketConnection<H: ServerHandler> {
 }
 
 struct ConnInner<H: ServerHandler> {
-    id: u64,
+    core: Core,
     handler: H::Connection,
     wss: WebSocketServer<H>,
-    shared: Shared,
     /// The topics subscribed to; `None` once the connection has ended.
     topics: Mutex<Option<BTreeSet<String>>>,
-    /// permessage-deflate as negotiated in the upgrade.
-    compression: Option<Negotiated>,
 }
 
 impl<H: ServerHandler> WebSocketConnection<H> {
@@ -37,20 +36,14 @@ impl<H: ServerHandler> WebSocketConnection<H> {
         wss: WebSocketServer<H>,
         compression: Option<Negotiated>,
     ) -> Self {
-        let limits = wss.limits();
-        let shared = Shared::new(
-            Status::Connected,
-            limits.max_outgoing_bytes,
-            limits.backpressure,
-        );
+        let core = Core::new(id, Role::Server, Status::Connected, wss.limits());
+        core.negotiated(compression, wss.deflate_settings());
         WebSocketConnection {
             inner: Arc::new(ConnInner {
-                id,
+                core,
                 handler,
                 wss,
-                shared,
                 topics: Mutex::new(Some(BTreeSet::new())),
-                compression,
             }),
         }
     }
@@ -62,12 +55,12 @@ impl<H: ServerHandler> WebSocketConnection<H> {
 
     /// The connection's id: unique in the process, shared with client sockets' ids.
     pub fn id(&self) -> u64 {
-        self.inner.id
+        self.inner.core.id()
     }
 
     /// `Connected`, then `Closing` once a close frame is sent or received, then `Closed`.
     pub fn status(&self) -> Status {
-        self.inner.shared.status()
+        self.inner.core.status()
     }
 
     /// The server that accepted this connection.
@@ -78,7 +71,7 @@ impl<H: ServerHandler> WebSocketConnection<H> {
     /// permessage-deflate as negotiated in the upgrade, or `None` when the client did not
     /// offer it or the server declined.
     pub fn compression(&self) -> Option<Negotiated> {
-        self.inner.compression
+        self.inner.core.compression()
     }
 
     /// Sends a message: a `Text` as a text frame, a `Blob` as a binary frame, an `Object` as a
@@ -96,15 +89,37 @@ impl<H: ServerHandler> WebSocketConnection<H> {
     /// permessage-deflate was negotiated (with `Compress::Auto`, messages shorter than the
     /// threshold are not).
     pub fn send_with(&self, message: impl Into<Message>, compress: Compress) -> Result<(), Error> {
-        let shared = &self.inner.shared;
-        shared
-            .send(outgoing(
-                Role::Server,
-                message.into(),
-                compress,
-                shared.deflate(),
-            ))
-            .map_err(Error::from)
+        self.inner.core.send(message.into(), compress)
+    }
+
+    /// The bytes queued on this connection and not yet written to its socket, as its budget
+    /// ([`Limits::max_outgoing_bytes`](crate::Limits::max_outgoing_bytes)) counts them: each
+    /// message's payload (compressed, once compressed) plus
+    /// [`QUEUED_MESSAGE_OVERHEAD`](crate::memory::QUEUED_MESSAGE_OVERHEAD). Browsers and Node
+    /// ws call it `bufferedAmount`.
+    pub fn buffered_amount(&self) -> usize {
+        self.inner.core.buffered_amount()
+    }
+
+    /// Resolves once a message of `bytes` bytes fits this connection's outgoing budget — its
+    /// queue is empty or has room for it — or once the connection is no longer `Connected`
+    /// (then a send fails, as it says). uWebSockets calls this moment `drain`. `send` itself
+    /// never waits: a producer that must not lose messages awaits this before each send.
+    ///
+    /// The process-wide cap ([`crate::memory`]) is shared among all connections and not
+    /// awaited: a send can still be refused by it.
+    ///
+    /// ```no_run
+    /// # use ferrosock::*;
+    /// # async fn feed<H: ServerHandler>(ws: WebSocketConnection<H>, rows: Vec<String>) -> Result<(), Error> {
+    /// for row in rows {
+    ///     ws.writable(row.len()).await; // a slow reader slows this loop down, not the server
+    ///     ws.send(row)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn writable(&self, bytes: usize) {
+        self.inner.core.writable(bytes).await;
     }
 
     /// Subscribes this connection to `topic`: from now on,
@@ -191,31 +206,19 @@ impl<H: ServerHandler> WebSocketConnection<H> {
 
     /// Drops the connection at once, without a close frame (the peer sees 1006).
     pub fn abort(&self) {
-        self.inner.shared.command(Command::Abort {
-            cause: "connection aborted by the server".to_owned(),
-        });
+        self.inner.core.abort("connection aborted by the server");
     }
 
     fn close(&self, code: CloseCode, reason: &str) {
-        self.inner.shared.command(Command::Close {
-            code,
-            reason: reason.to_owned(),
-            timeout: None,
-        });
+        self.inner.core.close(code, reason, None);
     }
 
     pub(crate) fn shared(&self) -> &Shared {
-        &self.inner.shared
+        self.inner.core.shared()
     }
 
-    /// Fails the connection with 1011 after a callback panicked.
-    pub(crate) fn fail_internal(&self, cause: String) {
-        self.inner.shared.command(Command::Fail {
-            code: CloseCode::INTERNAL_ERROR,
-            reason: String::new(),
-            cause,
-            discard_queued: false,
-        });
+    pub(crate) fn core(&self) -> &Core {
+        &self.inner.core
     }
 }
 
@@ -229,7 +232,7 @@ impl<H: ServerHandler> Clone for WebSocketConnection<H> {
 
 impl<H: ServerHandler> PartialEq for WebSocketConnection<H> {
     fn eq(&self, other: &Self) -> bool {
-        self.inner.id == other.inner.id
+        self.id() == other.id()
     }
 }
 

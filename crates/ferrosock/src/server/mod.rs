@@ -1,17 +1,28 @@
 //! The 4D-style server API: [`WebServer`], [`WebSocketServer`], [`WebSocketConnection`] and
 //! their handler traits. Frames are never parsed here: connections run on `conn`'s driver.
+//!
+//! The web server and the WebSocket server meet only through the upgrade core
+//! ([`upgrade`]): the web server routes upgrade requests to endpoints and turns their
+//! decisions into responses; [`mount`] is where a WebSocket server is attached to a web server.
 
+mod accept;
 mod connection;
+mod endpoint;
 mod handler;
-mod request;
+mod mount;
+mod options;
+mod registry;
+mod relay;
+mod termination;
 #[cfg(test)]
 mod tests;
-mod topics;
+mod upgrade;
 mod web_server;
 mod websocket_server;
 
 pub use connection::WebSocketConnection;
 pub use handler::{ConnectionHandler, ServerHandler};
-pub use request::{Params, Request};
+pub use options::ServerOptions;
+pub use termination::Terminating;
 pub use web_server::{TlsFiles, WebServer, WebServerOptions};
-pub use websocket_server::{ServerOptions, Terminating, WebSocketServer};
+pub use websocket_server::WebSocketServer;

@@ -91,7 +91,7 @@ impl Setup {
     fn connect_through(&self, capacity: usize) -> DuplexStream {
         let (client, server) = tokio::io::duplex(capacity);
         let remote: SocketAddr = "127.0.0.1:50000".parse().unwrap();
-        self.web.serve_stream(Stream::Memory(server), remote);
+        self.web.serve_stream(Stream::from_io(server), remote);
         client
     }
 

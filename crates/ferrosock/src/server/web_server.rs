@@ -9,10 +9,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -26,7 +26,8 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
-use super::websocket_server::Terminating;
+use super::termination::Terminating;
+use super::upgrade::{self, Endpoint, Opening};
 use crate::conn::Stream;
 use crate::error::{Error, ErrorKind};
 use crate::proto::handshake;
@@ -213,23 +214,8 @@ pub(crate) struct WebInner {
 
 #[derive(Default)]
 struct Routes {
-    by_path: HashMap<String, Arc<dyn Route>>,
-    catch_all: Option<Arc<dyn Route>>,
-}
-
-/// What the web server needs of a WebSocket server, whatever its handler type.
-pub(crate) trait Route: Send + Sync + 'static {
-    /// Answers a valid upgrade request (101, 403, 503...).
-    fn upgrade(
-        self: Arc<Self>,
-        request: http::Request<Incoming>,
-        remote: SocketAddr,
-        accept: HeaderValue,
-    ) -> Response<Body>;
-
-    /// Terminates the server because the web server stops: close 1001 to every connection,
-    /// force after `grace`.
-    fn shutdown(self: Arc<Self>, grace: Duration) -> Terminating;
+    by_path: HashMap<String, Arc<dyn Endpoint>>,
+    catch_all: Option<Arc<dyn Endpoint>>,
 }
 
 /// Every response body the web server sends.
@@ -352,7 +338,7 @@ impl WebInner {
     pub(crate) fn register(
         &self,
         path: Option<String>,
-        route: Arc<dyn Route>,
+        route: Arc<dyn Endpoint>,
     ) -> Result<(), Error> {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         // Checked under the lock that `stop` takes routes under: none is added after.
@@ -387,10 +373,10 @@ impl WebInner {
     }
 
     /// Detaches `route` from `path`, if it is still the one there.
-    pub(crate) fn unregister(&self, path: Option<&str>, route: &Arc<dyn Route>) {
+    pub(crate) fn unregister(&self, path: Option<&str>, route: &Weak<dyn Endpoint>) {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         let same =
-            |other: &Arc<dyn Route>| std::ptr::addr_eq(Arc::as_ptr(other), Arc::as_ptr(route));
+            |other: &Arc<dyn Endpoint>| std::ptr::addr_eq(Arc::as_ptr(other), Weak::as_ptr(route));
         match path {
             Some(path) => {
                 if routes.by_path.get(path).is_some_and(same) {
@@ -405,7 +391,7 @@ impl WebInner {
         }
     }
 
-    fn route(&self, path: &str) -> Option<Arc<dyn Route>> {
+    fn route(&self, path: &str) -> Option<Arc<dyn Endpoint>> {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         routes
             .by_path
@@ -464,24 +450,26 @@ impl WebInner {
         self.serve_file(request).await
     }
 
-    fn upgrade(&self, request: http::Request<Incoming>, remote: SocketAddr) -> Response<Body> {
-        let Some(route) = self.route(request.uri().path()) else {
+    /// Answers an upgrade request with the decision of the endpoint at its path; after a 101,
+    /// hands the socket to the endpoint's opening.
+    fn upgrade(&self, mut request: http::Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let Some(endpoint) = self.route(request.uri().path()) else {
             return text_response(StatusCode::NOT_FOUND, "Not Found");
         };
-        match handshake::validate_request(request.method(), request.version(), request.headers()) {
-            Ok(accept) => route.upgrade(request, remote, accept),
-            Err(err) => {
-                tracing::debug!(%remote, "bad upgrade request: {err}");
-                let mut response = text_response(err.status(), "Bad WebSocket handshake");
-                if err.status() == StatusCode::UPGRADE_REQUIRED {
-                    response.headers_mut().insert(
-                        header::SEC_WEBSOCKET_VERSION,
-                        HeaderValue::from_static(handshake::VERSION),
-                    );
-                }
-                response
+        let on_upgrade = hyper::upgrade::on(&mut request);
+        let (parts, _body) = request.into_parts();
+        let accept = match upgrade::check(&parts) {
+            Ok(accept) => accept,
+            Err(refusal) => {
+                tracing::debug!(%remote, "bad upgrade request: {}", refusal.status());
+                return with_body(refusal);
             }
+        };
+        let (head, opening) = upgrade::response(endpoint.decide(&parts, remote), accept);
+        if let Some(opening) = opening {
+            self.runtime.spawn(open_upgraded(on_upgrade, opening));
         }
+        with_body(head)
     }
 
     async fn serve_file(&self, request: http::Request<Incoming>) -> Response<Body> {
@@ -621,19 +609,34 @@ pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<
     response
 }
 
-/// The 101 answer to a valid upgrade.
-pub(crate) fn switching_protocols(
-    accept: HeaderValue,
-    extensions: Option<String>,
-) -> Response<Body> {
-    let mut response = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    if let Some(extensions) = extensions.and_then(|e| HeaderValue::from_str(&e).ok()) {
-        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
+/// A response head of the upgrade core, with its body: none for a 101, the fixed text of
+/// the status for a refusal.
+fn with_body(head: http::Response<()>) -> Response<Body> {
+    let status = head.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        head.map(|()| Empty::new().map_err(|never| match never {}).boxed_unsync())
+    } else {
+        head.map(|()| full(Bytes::from_static(upgrade::refusal_text(status).as_bytes())))
     }
-    response
+}
+
+/// After a 101: waits for hyper to hand the socket over, then runs the connection.
+async fn open_upgraded(on_upgrade: hyper::upgrade::OnUpgrade, opening: Box<dyn Opening>) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(err) => {
+            return opening.failed(format!(
+                "an accepted upgrade did not complete (the 101 could not be sent): {err}"
+            ))
+        }
+    };
+    // The web server serves every connection as `TokioIo<Stream>`; taking it back out of
+    // hyper's `Upgraded` box removes a dynamic call from every read and write.
+    match upgraded.downcast::<TokioIo<Stream>>() {
+        Ok(parts) => {
+            let read_buf = BytesMut::from(&parts.read_buf[..]);
+            opening.open(parts.io.into_inner(), read_buf).await;
+        }
+        Err(_) => opening.failed("an upgraded connection of an unexpected type: closed".to_owned()),
+    }
 }

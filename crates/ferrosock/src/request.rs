@@ -20,9 +20,9 @@ pub struct Request {
 }
 
 impl Request {
-    pub(crate) fn from_http<B>(request: &http::Request<B>, remote: SocketAddr) -> Request {
+    pub(crate) fn from_parts(request: &http::request::Parts, remote: SocketAddr) -> Request {
         let headers = request
-            .headers()
+            .headers
             .iter()
             .map(|(name, value)| {
                 // `http` stores names lower-cased already.
@@ -31,12 +31,12 @@ impl Request {
             })
             .collect();
         let query = request
-            .uri()
+            .uri
             .query()
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default();
-        let url = request.uri().path_and_query().map_or_else(
-            || request.uri().path().to_owned(),
+        let url = request.uri.path_and_query().map_or_else(
+            || request.uri.path().to_owned(),
             |pq| pq.as_str().to_owned(),
         );
         Request {
@@ -313,9 +313,11 @@ mod tests {
             .header("X-Multi", "1")
             .header("x-multi", "2")
             .body(())
-            .unwrap();
+            .unwrap()
+            .into_parts()
+            .0;
         let mapped: SocketAddr = "[::ffff:10.0.0.7]:5000".parse().unwrap();
-        let request = Request::from_http(&http, mapped);
+        let request = Request::from_parts(&http, mapped);
         assert_eq!(request.url(), "/status?name=ryan&tag=a%20b&tag=c+d");
         assert_eq!(request.remote_address(), "10.0.0.7");
         assert_eq!(request.query().get("name"), Some("ryan"));
@@ -347,7 +349,7 @@ mod tests {
         assert_eq!(json["headers"]["x-multi"], serde_json::json!(["1", "2"]));
         assert_eq!(json["query"]["name"], "ryan");
         assert_eq!(json["remoteAddress"], "10.0.0.7");
-        let v6 = Request::from_http(&http, "[::1]:1".parse().unwrap());
+        let v6 = Request::from_parts(&http, "[::1]:1".parse().unwrap());
         assert_eq!(v6.remote_address(), "::1");
     }
 
@@ -356,7 +358,10 @@ mod tests {
         for origin in origins {
             request = request.header("origin", *origin);
         }
-        Request::from_http(&request.body(()).unwrap(), "127.0.0.1:9".parse().unwrap())
+        Request::from_parts(
+            &request.body(()).unwrap().into_parts().0,
+            "127.0.0.1:9".parse().unwrap(),
+        )
     }
 
     #[test]

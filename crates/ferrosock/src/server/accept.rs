@@ -1,0 +1,170 @@
+//! A WebSocket server over a stream the application accepted itself: the upgrade request is
+//! read from the stream (as tokio-tungstenite's `accept_async` does), answered through the
+//! upgrade core, and the connection runs on the stream.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::upgrade;
+use super::{ServerHandler, WebSocketServer};
+use crate::conn::{Io, Stream};
+use crate::error::{Error, ErrorKind};
+
+/// How long the request may take to arrive, as the web server's default.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head read, as the web server's default.
+const MAX_HEAD: usize = 8192;
+/// The most headers in a request, as the web server's default.
+const MAX_HEADERS: usize = 100;
+
+impl<H: ServerHandler> WebSocketServer<H> {
+    /// Serves one WebSocket connection over `stream`, a connection the application accepted
+    /// itself (TCP, TLS, a Unix socket, an in-memory pipe) from `remote`: reads the HTTP/1.1
+    /// upgrade request from it, answers it as a web server would (`on_connection`, the
+    /// limits, permessage-deflate), and runs the connection on this server's runtime with its
+    /// callbacks, like any other of its connections.
+    ///
+    /// Returns once the request is answered: `Ok` after a 101 (the connection then lives on
+    /// by itself), or the error — [`ErrorKind::Handshake`] with
+    /// [`Error::http_status`] for a request refused (400, 403, 404, 426, 431, 503),
+    /// [`ErrorKind::Timeout`] when no complete request arrived within 10 s,
+    /// [`ErrorKind::Io`] when the stream failed. A refused request gets its HTTP answer
+    /// before the stream is dropped. Any path is accepted: routing by path is the caller's.
+    ///
+    /// Works on a server from [`detached`](Self::detached) or [`new`](Self::new) alike.
+    pub async fn accept<S>(&self, stream: S, remote: SocketAddr) -> Result<(), Error>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut stream = stream;
+        let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_head(&mut stream)).await;
+        let (parts, leftover) = match read {
+            Ok(Ok(Ok(request))) => request,
+            Ok(Ok(Err(status))) => return refuse(&mut stream, status, "a malformed request").await,
+            Ok(Err(err)) => {
+                return Err(Error::with_source(
+                    ErrorKind::Io,
+                    "reading the upgrade request",
+                    err,
+                ))
+            }
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "no upgrade request within {} s",
+                        HANDSHAKE_TIMEOUT.as_secs()
+                    ),
+                ))
+            }
+        };
+        let accept = match upgrade::check(&parts) {
+            Ok(accept) => accept,
+            Err(refusal) => return answer(&mut stream, refusal, "a bad upgrade request").await,
+        };
+        let (head, opening) = upgrade::response(self.endpoint().decide(&parts, remote), accept);
+        let Some(opening) = opening else {
+            return answer(&mut stream, head, "refused").await;
+        };
+        if let Err(err) = write_head(&mut stream, &head).await {
+            opening.failed(format!("the 101 could not be sent: {err}"));
+            return Err(Error::with_source(ErrorKind::Io, "sending the 101", err));
+        }
+        let task = opening.open(Stream::from_io(stream), leftover);
+        self.inner().runtime.spawn(task);
+        Ok(())
+    }
+}
+
+/// Reads a request head. `Ok(Err(status))`: it is not a valid HTTP/1.x request head (400), or
+/// too large (431).
+async fn read_head<S: Io>(
+    stream: &mut S,
+) -> std::io::Result<Result<(http::request::Parts, BytesMut), http::StatusCode>> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let parts = to_parts(&request);
+                let leftover = buf.split_off(len);
+                return Ok(parts.map(|parts| (parts, leftover)));
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                return Ok(Err(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE))
+            }
+            Err(_) => return Ok(Err(http::StatusCode::BAD_REQUEST)),
+        }
+    }
+}
+
+/// The parts of a parsed request head, for the upgrade core.
+fn to_parts(request: &httparse::Request<'_, '_>) -> Result<http::request::Parts, http::StatusCode> {
+    let bad = |_| http::StatusCode::BAD_REQUEST;
+    let mut builder = http::Request::builder()
+        .method(request.method.unwrap_or_default())
+        .uri(request.path.unwrap_or_default())
+        .version(match request.version {
+            Some(0) => http::Version::HTTP_10,
+            _ => http::Version::HTTP_11,
+        });
+    for header in request.headers.iter() {
+        builder = builder.header(header.name, header.value);
+    }
+    builder.body(()).map(|r| r.into_parts().0).map_err(bad)
+}
+
+/// Answers a request that is not upgraded, and says why.
+async fn answer<S: Io>(stream: &mut S, head: http::Response<()>, what: &str) -> Result<(), Error> {
+    let status = head.status();
+    let body = upgrade::refusal_text(status);
+    let mut head = head;
+    head.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, body.len().into());
+    head.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    // The refusal is the error; a peer gone before reading it changes nothing.
+    if write_head(stream, &head).await.is_ok() {
+        let _ = stream.write_all(body.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    }
+    Err(Error::new(
+        ErrorKind::Handshake,
+        format!("{what}: answered with HTTP {status}"),
+    )
+    .with_status(status.as_u16()))
+}
+
+async fn refuse<S: Io>(stream: &mut S, status: http::StatusCode, what: &str) -> Result<(), Error> {
+    answer(stream, upgrade::refusal(status), what).await
+}
+
+/// Writes a response head (status line, headers, blank line).
+async fn write_head<S: Io>(stream: &mut S, head: &http::Response<()>) -> std::io::Result<()> {
+    let status = head.status();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (name, value) in head.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    stream.write_all(&out).await?;
+    stream.flush().await
+}
