@@ -12,6 +12,8 @@ mod limits;
 mod peers;
 #[path = "it/robustness.rs"]
 mod robustness;
+#[path = "it/streams.rs"]
+mod streams;
 #[path = "it/topics.rs"]
 mod topics;
 #[path = "it/web.rs"]

@@ -17,6 +17,7 @@ use super::{run, Callbacks, Command, DriverConfig, Ending, SendError, Shared};
 use crate::common::Status;
 use crate::common::{Compress, Incoming};
 use crate::limits::Limits;
+use crate::proto::deflate::{Negotiated, PerMessageDeflate};
 use crate::proto::{CloseCode, Decoded, Decoder, DecoderConfig, OpCode, OutFrame, Role};
 
 /// What the driver told the layer above.
@@ -117,6 +118,11 @@ impl Driven {
 
 /// A server-side driver on an in-memory stream of `capacity` bytes each way.
 fn drive(limits: &Limits, capacity: usize) -> Driven {
+    drive_with(limits, capacity, None)
+}
+
+/// [`drive`], with permessage-deflate as `deflate` settled it.
+fn drive_with(limits: &Limits, capacity: usize, deflate: Option<Negotiated>) -> Driven {
     let (ours, theirs) = tokio::io::duplex(capacity);
     let shared = Arc::new(Shared::new(
         Role::Server,
@@ -124,6 +130,7 @@ fn drive(limits: &Limits, capacity: usize) -> Driven {
         limits.max_outgoing_bytes,
         limits.backpressure,
     ));
+    shared.set_deflate(deflate, &PerMessageDeflate::default());
     let (tx, events) = mpsc::unbounded_channel();
     let callbacks = Recorder {
         shared: shared.clone(),
@@ -440,4 +447,33 @@ async fn frames_that_came_with_the_handshake_are_delivered() {
             other => panic!("expected {expected}, got {other:?}"),
         }
     }
+}
+
+/// The budget counts what is allocated: a message the driver compresses (context takeover)
+/// is charged at its full size when queued, then at its compressed size once compressed —
+/// decided in one place, the outgoing path.
+#[tokio::test(start_paused = true)]
+async fn a_message_the_driver_compresses_is_charged_at_its_compressed_size() {
+    let limits = Limits::default().max_outgoing_bytes(1 << 20);
+    // The peer reads nothing: what the driver queued stays queued.
+    let driven = drive_with(&limits, 1024, Some(Negotiated::new(15, false, 15, false)));
+    let text = Bytes::from("compressible ".repeat(5000));
+    for _ in 0..3 {
+        driven
+            .shared
+            .send_data(OpCode::Text, text.clone(), Compress::Auto)
+            .unwrap();
+    }
+    assert!(driven.shared.buffered() >= 3 * text.len());
+    let mut rounds = 0;
+    while driven.shared.buffered() >= text.len() {
+        rounds += 1;
+        assert!(rounds < 10_000, "the driver never compressed the messages");
+        tokio::task::yield_now().await;
+    }
+    let charged = driven.shared.buffered();
+    assert!(
+        charged <= 3 * super::budget::cost(2048),
+        "{charged} bytes charged for three messages compressed to a few hundred bytes each"
+    );
 }
