@@ -1,0 +1,123 @@
+//! Writing: framing what handles queued (compressing what the outgoing path left to the
+//! driver), the frames the protocol owes, and vectored writes that return the budget.
+
+use super::*;
+
+impl<S, C> Driver<S, C>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    C: Callbacks,
+{
+    /// Frames what handles queued, compressing the messages the outgoing path left to the
+    /// driver ([`super::outgoing`]).
+    pub(super) fn frame_staged(&mut self) {
+        let role = self.role;
+        while let Some(Queued { item, mut held }) = self.staged.pop_front() {
+            let frame = match item {
+                Outgoing::Frame(frame) => frame,
+                Outgoing::Message {
+                    opcode,
+                    payload,
+                    compress,
+                } => {
+                    let compressed = self
+                        .deflater
+                        .as_deref_mut()
+                        .and_then(|deflater| outgoing::compress(deflater, &payload, compress));
+                    match compressed {
+                        Some(compressed) => {
+                            let shared = self.callbacks.shared();
+                            shared.recharge(&mut held, payload.len(), compressed.len());
+                            OutFrame::compressed(role, opcode, compressed, rand::random)
+                        }
+                        None => OutFrame::new(role, opcode, payload, rand::random),
+                    }
+                }
+            };
+            self.out.push_back(Queued { item: frame, held });
+        }
+        shrink_if_drained(&mut self.staged);
+    }
+
+    /// Queues a pong, within the outgoing budget: a peer that floods pings and never reads
+    /// the pongs fills its budget and is closed with 1008 like any other peer that does not read.
+    pub(super) fn queue_pong(&mut self, payload: Bytes) {
+        if self.callbacks.shared().over_budget() {
+            self.fail(
+                CloseCode::POLICY_VIOLATION,
+                "outgoing buffer limit exceeded",
+                "outgoing buffer limit exceeded by pongs to a peer that does not read".to_owned(),
+                true,
+            );
+        } else {
+            self.queue_internal(OpCode::Pong, payload);
+        }
+    }
+
+    /// Queues a frame the protocol owes (pong, close, keepalive ping).
+    pub(super) fn queue_internal(&mut self, opcode: OpCode, payload: Bytes) {
+        let frame = OutFrame::new(self.role, opcode, payload, rand::random);
+        let cost = cost(frame.payload().len());
+        let shared = self.callbacks.shared();
+        shared.charge(cost);
+        let held = shared.hold(cost);
+        self.out.push_back(Queued { item: frame, held });
+    }
+
+    pub(super) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut count = 0;
+            for (i, Queued { item: frame, .. }) in self.out.iter().enumerate() {
+                if count + 2 > MAX_IOV {
+                    break;
+                }
+                let (head, payload) = (frame.head(), &frame.payload()[..]);
+                let skip = if i == 0 { self.out_pos } else { 0 };
+                if skip < head.len() {
+                    iov[count] = IoSlice::new(&head[skip..]);
+                    count += 1;
+                }
+                let skip = skip.saturating_sub(head.len());
+                if skip < payload.len() {
+                    iov[count] = IoSlice::new(&payload[skip..]);
+                    count += 1;
+                }
+            }
+            let written = if count == 0 {
+                // Only empty frames would be possible here, and every frame has a header.
+                0
+            } else {
+                std::task::ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &iov[..count]))?
+            };
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(written);
+            self.needs_flush = true;
+        }
+        if self.needs_flush {
+            std::task::ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.needs_flush = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Marks `written` bytes of `out` as written and returns their budget.
+    pub(super) fn advance(&mut self, mut written: usize) {
+        let mut released = 0;
+        while let Some(Queued { item: front, .. }) = self.out.front() {
+            let rest = front.wire_len() - self.out_pos;
+            if written < rest {
+                self.out_pos += written;
+                break;
+            }
+            written -= rest;
+            released += cost(front.payload().len());
+            self.out.pop_front();
+            self.out_pos = 0;
+        }
+        shrink_if_drained(&mut self.out);
+        self.callbacks.shared().release(released);
+    }
+}
