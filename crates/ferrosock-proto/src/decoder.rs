@@ -18,7 +18,7 @@ use bytestring::ByteString;
 use super::close::{self, CloseFrame};
 use super::deflate::Inflater;
 use super::error::ProtocolError;
-use super::frame::{FrameHeader, OpCode};
+use super::frame::{FrameExtent, FrameHeader, OpCode};
 use super::mask::apply_mask_at;
 use super::utf8::Utf8Validator;
 use super::Role;
@@ -155,6 +155,9 @@ pub struct Decoder {
     /// Boxed: most connections never negotiate it, and an idle connection should not carry
     /// its state inline.
     inflater: Option<Box<Inflater>>,
+    /// Skipping after a failure ([`Decoder::start_skipping`]): the bytes to pass over before
+    /// the next frame header.
+    skipping: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -231,6 +234,7 @@ impl Decoder {
             frame: None,
             message: None,
             inflater: None,
+            skipping: None,
         }
     }
 
@@ -333,6 +337,72 @@ impl Decoder {
     /// caller that skips the rest of the stream where the next frame starts.
     pub fn frame_in_progress(&self) -> Option<usize> {
         self.frame.as_ref().map(|f| f.len)
+    }
+
+    /// Stops decoding: from now on the input is skipped frame by frame, by the frames' headers
+    /// alone — payloads are not looked at and nothing is judged — until a close frame has wholly
+    /// arrived ([`skip_to_close`](Self::skip_to_close)). For an endpoint that failed the
+    /// connection (after an error of this decoder, or for a reason of its own) and waits for
+    /// the peer's reply to its close frame: reading on, rather than closing at once, keeps
+    /// unread input from turning the close into a TCP reset.
+    ///
+    /// The stream resynchronises after the frame in progress: its header is at the front of
+    /// the input when it failed there, and its payload is skipped when its header was
+    /// consumed. A message in progress is dropped. Calling it again changes nothing.
+    pub fn start_skipping(&mut self) {
+        if self.skipping.is_none() {
+            self.skipping = Some(self.frame.take().map_or(0, |frame| frame.len));
+            self.message = None;
+        }
+    }
+
+    /// Whether [`start_skipping`](Self::start_skipping) was called.
+    pub fn is_skipping(&self) -> bool {
+        self.skipping.is_some()
+    }
+
+    /// Skips the frames at the front of `buf` (consuming them) until a close frame has wholly
+    /// arrived: then consumes it too and returns `true`. Returns `false` when more bytes are
+    /// needed. Starts skipping if [`start_skipping`](Self::start_skipping) was not called.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use ferrosock_proto::{Decoder, DecoderConfig, Role};
+    /// let mut decoder = Decoder::new(DecoderConfig { role: Role::Client, max_frame_size: 125, max_message_size: 125 });
+    /// // A text frame with bad UTF-8 fails the connection; then a binary frame and a close arrive.
+    /// let mut buf = BytesMut::from(&[0x81, 0x01, 0xff, 0x82, 0x02, 1, 2, 0x88, 0x02, 0x03][..]);
+    /// assert!(decoder.decode(&mut buf).is_err());
+    /// decoder.start_skipping();
+    /// assert!(!decoder.skip_to_close(&mut buf)); // the close frame is not whole yet
+    /// buf.extend_from_slice(&[0xe8]);
+    /// assert!(decoder.skip_to_close(&mut buf));
+    /// assert!(buf.is_empty());
+    /// ```
+    pub fn skip_to_close(&mut self, buf: &mut BytesMut) -> bool {
+        self.start_skipping();
+        loop {
+            let skip = self.skipping.get_or_insert(0);
+            if *skip > 0 {
+                let n = (*skip).min(buf.len());
+                buf.advance(n);
+                *skip -= n;
+                if *skip > 0 {
+                    return false;
+                }
+                continue;
+            }
+            let Some(extent) = FrameExtent::peek(buf) else {
+                return false;
+            };
+            if extent.opcode_bits == OpCode::Close as u8 {
+                if buf.len() < extent.total_len() {
+                    return false;
+                }
+                buf.advance(extent.total_len());
+                return true;
+            }
+            *skip = extent.total_len();
+        }
     }
 
     /// Checks a header against the connection's state and limits; returns the payload length.

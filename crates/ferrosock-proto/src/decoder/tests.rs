@@ -420,3 +420,44 @@ fn bytes_wanted_reports_the_rest_of_the_frame() {
     assert_eq!(decoder.decode(&mut buf), Ok(None));
     assert_eq!(decoder.bytes_wanted(buf.len()), 1000 - 92);
 }
+
+/// After a failure the stream is skipped frame by frame, whatever its split into reads, until
+/// the peer's close frame has wholly arrived: at a bad header (left at the front of the input)
+/// and in a bad payload (its header consumed) alike.
+#[test]
+fn skipping_after_a_failure_finds_the_close_frame_at_every_split() {
+    let close = frame(true, OpCode::Close, &encode_payload(CloseCode(1000), "bye"));
+    let ping = frame(true, OpCode::Ping, b"still there?");
+    let big = frame(true, OpCode::Binary, &[0x88; 300]); // a payload of close-frame bytes
+    let bad_header = [0xf1, 0x80, 0, 0, 0, 0]; // RSV bits set, masked, empty
+    let bad_utf8 = frame(true, OpCode::Text, &[b'a', 0xff, b'b']);
+    for bad in [&bad_header[..], &bad_utf8[..]] {
+        let stream = [bad, &big[..], &ping[..], &close[..], b"after"].concat();
+        for split in 1..stream.len() {
+            let mut decoder = server();
+            let mut buf = BytesMut::from(&stream[..split]);
+            let mut rest_added = false;
+            if decoder.decode(&mut buf).is_ok() {
+                // The bad frame has not wholly arrived: it fails once the rest comes.
+                buf.extend_from_slice(&stream[split..]);
+                rest_added = true;
+                assert!(decoder.decode(&mut buf).is_err(), "split {split}");
+            }
+            decoder.start_skipping();
+            let mut found = decoder.skip_to_close(&mut buf);
+            if !rest_added {
+                buf.extend_from_slice(&stream[split..]);
+                if !found {
+                    found = decoder.skip_to_close(&mut buf);
+                }
+            }
+            assert!(found, "split {split}");
+            assert!(decoder.is_skipping());
+            assert_eq!(
+                &buf[..],
+                b"after",
+                "split {split}: stops after the close frame"
+            );
+        }
+    }
+}

@@ -477,3 +477,113 @@ async fn a_message_the_driver_compresses_is_charged_at_its_compressed_size() {
         "{charged} bytes charged for three messages compressed to a few hundred bytes each"
     );
 }
+
+// The close handshake's transitions (driver/state.rs), each driven through the real driver.
+
+/// A protocol error fails the connection with its code after the replies already queued; then
+/// the decoder skips the peer's frames (a binary frame is not delivered, its payload not
+/// judged) until the peer's close reply has wholly arrived — here a byte at a time — and only
+/// then does the connection end, with the failure's code and cause.
+#[tokio::test(start_paused = true)]
+async fn a_protocol_error_skips_frames_until_the_peers_close_reply_arrives_byte_by_byte() {
+    let mut driven = drive(&Limits::default(), 64 << 10);
+    driven.peer.send(OpCode::Text, b"ok").await;
+    driven.peer.send(OpCode::Text, &[b'a', 0xff]).await; // not UTF-8: 1007
+    assert!(matches!(driven.next().await, Event::Message(Incoming::Text(t)) if &t[..] == "ok"));
+    assert_eq!(close_frame(driven.peer.recv().await), 1007);
+    let after = [
+        client_frame(OpCode::Binary, &[0x88; 300]), // close-frame bytes in a payload
+        client_frame(OpCode::Text, &[0xff; 3]),     // not judged while skipping
+        client_frame(
+            OpCode::Close,
+            &crate::proto::close::encode_payload(CloseCode::PROTOCOL_ERROR, "ack"),
+        ),
+    ]
+    .concat();
+    for byte in &after[..after.len() - 1] {
+        driven.peer.io.write_all(&[*byte]).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    // Not over before the last byte of the close reply: nothing was delivered meanwhile.
+    assert!(driven.events.try_recv().is_err());
+    assert_eq!(driven.shared.status(), Status::Closing);
+    driven
+        .peer
+        .io
+        .write_all(&after[after.len() - 1..])
+        .await
+        .unwrap();
+    let ending = driven.ending().await;
+    assert_eq!(ending.code, CloseCode::INVALID_PAYLOAD);
+    assert!(!ending.was_clean && ending.is_error() && !ending.closed_here);
+    assert!(ending.cause.unwrap().starts_with("protocol error"));
+    assert_eq!(driven.peer.recv().await, None);
+}
+
+/// A close this side starts: messages the peer sent before it read our close frame are still
+/// delivered, its reply ends the connection cleanly, and the end is this side's own (no error
+/// whatever the code).
+#[tokio::test(start_paused = true)]
+async fn a_close_of_ours_delivers_until_the_reply_and_ends_as_our_own() {
+    let mut driven = drive(&Limits::default(), 64 << 10);
+    driven.shared.command(Command::Close {
+        code: CloseCode(4000),
+        reason: "bye".to_owned(),
+        timeout: None,
+    });
+    assert_eq!(close_frame(driven.peer.recv().await), 4000);
+    driven.peer.send(OpCode::Text, b"in flight").await;
+    driven.peer.send_close(4000).await;
+    assert!(
+        matches!(driven.next().await, Event::Message(Incoming::Text(t)) if &t[..] == "in flight")
+    );
+    let ending = driven.ending().await;
+    assert_eq!((ending.code, ending.was_clean), (CloseCode(4000), true));
+    assert!(ending.closed_here && !ending.is_error(), "{ending:?}");
+}
+
+/// After a failure, the first failure is the one reported: an abort drops the socket at once
+/// but does not hide why the connection failed.
+#[tokio::test(start_paused = true)]
+async fn an_abort_after_a_failure_reports_the_failure() {
+    let mut driven = drive(&Limits::default(), 64 << 10);
+    driven.shared.command(Command::Fail {
+        code: CloseCode::INTERNAL_ERROR,
+        reason: String::new(),
+        cause: "on_message panicked: boom".to_owned(),
+        discard_queued: false,
+    });
+    assert_eq!(close_frame(driven.peer.recv().await), 1011);
+    driven.shared.command(Command::Abort {
+        cause: "aborted".to_owned(),
+    });
+    let ending = driven.ending().await;
+    assert_eq!(
+        ending.code,
+        CloseCode::ABNORMAL,
+        "an abort sends no close reply"
+    );
+    assert!(!ending.closed_here && ending.is_error());
+}
+
+/// A peer that closes first gets its code echoed even when our own frames are still queued
+/// behind a stalled socket: they go first, then the echo, and the ending is the peer's.
+#[tokio::test(start_paused = true)]
+async fn a_peer_close_while_our_frames_wait_is_echoed_after_them() {
+    let mut driven = drive(&Limits::default(), 1024);
+    static KIB: [u8; 1024] = [b'q'; 1024];
+    for _ in 0..8 {
+        driven.send(&KIB).unwrap();
+    }
+    driven.peer.send_close(4002).await;
+    for n in 0..8 {
+        match driven.peer.recv().await {
+            Some(Decoded::Binary(b)) => assert_eq!(b.len(), 1024, "frame {n}"),
+            other => panic!("frame {n}: {other:?}"),
+        }
+    }
+    assert_eq!(close_frame(driven.peer.recv().await), 4002);
+    let ending = driven.ending().await;
+    assert_eq!((ending.code, ending.was_clean), (CloseCode(4002), true));
+    assert!(!ending.closed_here && !ending.is_error());
+}

@@ -140,7 +140,7 @@ where
         let mut ending = poll_fn(|cx| driver.poll_drive(cx)).await;
         // A failure of ours (a protocol error, a limit, a panic) is an error even while a close
         // this side started was under way.
-        ending.closed_here = driver.closed_here && driver.failure.is_none();
+        ending.closed_here = driver.close.closed_here();
         let Some(Driver { io, callbacks, .. }) = running.0.take() else {
             unreachable!("taken here only")
         };
@@ -231,24 +231,11 @@ struct Driver<S, C> {
     out_pos: usize,
     needs_flush: bool,
 
-    /// Our close frame is in `out` (or written): nothing may follow it.
-    close_sent: bool,
+    /// Where the close handshake is ([`state`]): every change of it is made by
+    /// `transition`.
+    close: state::Close,
     /// How long the close handshake waits for the peer once our close frame is queued.
     close_wait: Duration,
-    /// This side ended the connection in good order (a `Close` command before the peer's close
-    /// frame, or an `Abort`): not an error for this side, whatever the code.
-    closed_here: bool,
-    /// The peer's close frame, once it arrived (`Some(None)`: one without a code).
-    close_received: Option<Option<CloseFrame>>,
-    /// We failed the connection; this is how it ends.
-    failure: Option<Ending>,
-    /// Input is read and thrown away (after a failure, or while waiting for the peer's EOF).
-    draining: bool,
-    /// While draining after a failure: bytes to skip before the next frame header, so that the
-    /// peer's close frame can still be recognised. `None`: framing is lost, discard all.
-    drain_skip: Option<usize>,
-    /// The peer's close frame arrived after we failed the connection: it has read ours.
-    close_seen_while_draining: bool,
     read_eof: bool,
     write_shutdown: bool,
 
@@ -311,14 +298,8 @@ where
             out: VecDeque::new(),
             out_pos: 0,
             needs_flush: false,
-            close_sent: false,
+            close: state::Close::Open,
             close_wait: config.close_timeout,
-            closed_here: false,
-            close_received: None,
-            failure: None,
-            draining: false,
-            drain_skip: None,
-            close_seen_while_draining: false,
             read_eof: false,
             write_shutdown: false,
             tick,
@@ -362,15 +343,24 @@ where
                         code,
                         reason,
                         timeout,
-                    } => self.start_close(code, &reason, timeout),
+                    } => self.transition(state::CloseEvent::Close {
+                        code,
+                        reason,
+                        timeout,
+                    }),
                     Command::Fail {
                         code,
                         reason,
                         cause,
                         discard_queued,
-                    } => self.fail(code, &reason, cause, discard_queued),
+                    } => self.transition(state::CloseEvent::Fail {
+                        code,
+                        reason,
+                        cause,
+                        discard_queued,
+                    }),
                     Command::Abort { cause } => {
-                        self.closed_here = true;
+                        self.transition(state::CloseEvent::Abort);
                         return Poll::Ready(Ending::abnormal(cause));
                     }
                 }
@@ -387,8 +377,7 @@ where
             // the socket (RFC 6455 §7.1.1); a client waits for the server's EOF, and a failing
             // endpoint for the peer's close reply (or EOF), reading on so that an unread byte
             // does not turn our close into a reset.
-            let owe_nothing = self.failure.is_some() || self.close_received.is_some();
-            if flushed && self.close_sent && owe_nothing && !self.write_shutdown {
+            if flushed && self.close.owes_nothing() && !self.write_shutdown {
                 match Pin::new(&mut self.io).poll_shutdown(cx) {
                     Poll::Ready(Ok(())) => {
                         self.write_shutdown = true;

@@ -1,6 +1,7 @@
 //! Reading: from the socket into the thread's scratch or the connection's buffer, decoding in
 //! place, handing messages to the callbacks, and skipping input while draining.
 
+use super::state::{CloseEvent, Reading};
 use super::*;
 
 impl<S, C> Driver<S, C>
@@ -10,15 +11,15 @@ where
 {
     /// Decodes everything in `read_buf` and acts on it.
     pub(super) fn process_input(&mut self) {
-        if self.draining {
-            self.skip_to_close_frame();
+        if self.close.reading() != Reading::Decode {
+            self.skip_input();
             return;
         }
         let mut input = std::mem::take(&mut self.read_buf);
         self.decode_all(&mut input);
         self.read_buf = input;
-        if self.draining {
-            self.skip_to_close_frame();
+        if self.close.reading() != Reading::Decode {
+            self.skip_input();
         } else if self.read_buf.is_empty() {
             // Release the buffer: a payload split off it keeps its own allocation alive.
             self.read_buf = BytesMut::new();
@@ -28,15 +29,13 @@ where
     /// Decodes the frames of `input` and acts on each, until it needs more bytes or the
     /// connection starts draining.
     pub(super) fn decode_all<I: Input>(&mut self, input: &mut I) {
-        while !self.draining {
+        while self.close.reading() == Reading::Decode {
             let decoded = match self.decoder.decode_from(input) {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => break,
                 Err(err) => {
-                    // Where the stream can be resynchronised to spot the peer's close reply:
-                    // after the frame that failed (its header is at the front of the input if
-                    // it failed at the header, consumed if it failed in its payload).
-                    self.drain_skip = Some(self.decoder.frame_in_progress().unwrap_or(0));
+                    // The failure makes the decoder skip on from the frame that failed, to spot
+                    // the peer's close reply.
                     let cause = err.to_string();
                     let code = err.close_code();
                     // Replies to the messages before the bad frame were accepted: they go first.
@@ -50,12 +49,12 @@ where
                 Decoded::Ping(payload) => {
                     // RFC 6455 §5.5.2: answer with a pong carrying the same payload, unless
                     // our close frame is already queued (nothing may follow it).
-                    if !self.close_sent {
+                    if !self.close.sent() {
                         self.queue_pong(payload);
                     }
                 }
                 Decoded::Pong(_) => {}
-                Decoded::Close(frame) => self.on_close_frame(frame),
+                Decoded::Close(frame) => self.transition(CloseEvent::PeerClose(frame)),
             }
         }
     }
@@ -66,7 +65,10 @@ where
     /// the start of an incomplete frame in `read_buf`, sized for that frame.
     pub(super) fn decode_read(&mut self, bytes: &mut [u8]) {
         let mut input = SliceInput::new(bytes);
-        while !self.read_buf.is_empty() && !self.draining && !input.rest().is_empty() {
+        while !self.read_buf.is_empty()
+            && self.close.reading() == Reading::Decode
+            && !input.rest().is_empty()
+        {
             let need = match self.decoder.bytes_wanted(self.read_buf.len()) {
                 // A header not complete yet: at most a header's worth.
                 0 => MAX_HEADER_LEN,
@@ -94,13 +96,16 @@ where
         if rest.is_empty() {
             return;
         }
-        if self.draining {
-            // A failure or the peer's close: the rest is skipped frame by frame (or dropped).
-            if self.drain_skip.is_some() {
+        match self.close.reading() {
+            Reading::Decode => {}
+            // A failure: the rest is skipped frame by frame.
+            Reading::Skip => {
                 self.read_buf.extend_from_slice(rest);
-                self.skip_to_close_frame();
+                self.skip_input();
+                return;
             }
-            return;
+            // The peer's close frame: the rest is dropped.
+            Reading::Discard => return,
         }
         // The start of a frame: its header (or part of it), or its payload's first bytes.
         let capacity = match self.decoder.frame_in_progress() {
@@ -112,32 +117,13 @@ where
         self.read_buf = buf;
     }
 
-    /// Draining after a failure: skips whole frames by their headers, without looking at
-    /// payloads, until the peer's close frame has fully arrived.
-    pub(super) fn skip_to_close_frame(&mut self) {
-        while let Some(skip) = self.drain_skip {
-            if skip > 0 {
-                let n = skip.min(self.read_buf.len());
-                bytes::Buf::advance(&mut self.read_buf, n);
-                self.drain_skip = Some(skip - n);
-                if skip > n {
-                    break;
-                }
-                continue;
-            }
-            let Some(extent) = crate::proto::frame::FrameExtent::peek(&self.read_buf) else {
-                break;
-            };
-            if extent.opcode_bits == OpCode::Close as u8 {
-                if self.read_buf.len() >= extent.total_len() {
-                    self.close_seen_while_draining = true;
-                    self.drain_skip = None;
-                }
-                break;
-            }
-            self.drain_skip = Some(extent.total_len());
+    /// Input that is not decoded: after a failure the decoder skips it frame by frame until
+    /// the peer's close frame has wholly arrived; otherwise it is thrown away.
+    pub(super) fn skip_input(&mut self) {
+        if self.close.reading() == Reading::Skip && self.decoder.skip_to_close(&mut self.read_buf) {
+            self.transition(CloseEvent::PeerClose(None));
         }
-        if self.drain_skip.is_none() || self.read_buf.is_empty() {
+        if self.close.reading() != Reading::Skip || self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
         }
     }
@@ -147,17 +133,17 @@ where
         // (RFC 6455 §1.4: data may arrive until the peer's close frame), so that nothing the
         // peer sent in good faith is lost. A failing connection delivers nothing more: that
         // is decided by `fail`, which stops decoding, and by a pending failure command.
-        if self.failure.is_none() && !self.callbacks.shared().failing() {
+        if self.close.delivers() && !self.callbacks.shared().failing() {
             self.callbacks.on_message(message);
         }
     }
 
     /// Reads what the socket has and decodes it. `Ready(Ok(0))`: the peer closed its side.
     pub(super) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.draining {
+        if self.close.reading() != Reading::Decode {
             let n = std::task::ready!(self.poll_read_draining(cx))?;
             if n > 0 {
-                self.skip_to_close_frame();
+                self.skip_input();
             }
             return Poll::Ready(Ok(n));
         }
@@ -201,7 +187,7 @@ where
     /// `read_buf` (to skip frame by frame) otherwise.
     pub(super) fn poll_read_draining(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let io = Pin::new(&mut self.io);
-        if self.drain_skip.is_none() {
+        if self.close.reading() == Reading::Discard {
             let mut scratch = SCRATCH
                 .take()
                 .unwrap_or_else(|| vec![0; SCRATCH_LEN].into_boxed_slice());

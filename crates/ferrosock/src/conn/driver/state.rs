@@ -1,46 +1,222 @@
 //! The close handshake, failures, the end of the connection, and the timers.
+//!
+//! Where a connection is in its close handshake is one value, [`Close`], and every change of it
+//! is made in one place, [`Driver::transition`], by one of the events of [`CloseEvent`]. The
+//! rest of the driver asks it questions: whether input is decoded, skipped or thrown away,
+//! whether a pong may still be sent, and how the connection ended.
 
 use super::*;
+
+/// Where a connection is in its close handshake.
+#[derive(Debug)]
+pub(super) enum Close {
+    /// Messages flow both ways.
+    Open,
+    /// Our close frame is queued (or written); the peer's has not arrived, and its messages are
+    /// still decoded and delivered. `here`: this side started it in good order (a `Close`
+    /// command), not in answer to anything.
+    Sent { here: bool },
+    /// The peer's close frame arrived: first (ours echoes it), or in answer to ours (`here`).
+    /// Nothing after it is read as frames (RFC 6455 §5.5.1).
+    Received {
+        frame: Option<CloseFrame>,
+        here: bool,
+    },
+    /// We failed the connection: our close frame is queued (or written), and this is how the
+    /// connection ends. Input is skipped frame by frame until the peer's close frame has
+    /// arrived (`answered`) or it hangs up.
+    Failed { ending: Ending, answered: bool },
+    /// A handle aborted the connection: the socket is dropped without a close frame.
+    Aborted,
+}
+
+/// What moves a connection through its close handshake.
+#[derive(Debug)]
+pub(super) enum CloseEvent {
+    /// The application asks for the close handshake: `code` and `reason`, the peer's reply
+    /// awaited for `timeout` (or the connection's close timeout).
+    Close {
+        code: CloseCode,
+        reason: String,
+        timeout: Option<Duration>,
+    },
+    /// The connection fails (RFC 6455 §7.1.7): a protocol error, a limit, a panicking callback.
+    /// Frames already queued go out first, unless `discard_queued` (for a peer that does not
+    /// read them). `cause` stays local.
+    Fail {
+        code: CloseCode,
+        reason: String,
+        cause: String,
+        discard_queued: bool,
+    },
+    /// The peer's close frame arrived, while decoding or while skipping after a failure.
+    PeerClose(Option<CloseFrame>),
+    /// A handle aborts the connection.
+    Abort,
+}
+
+/// What becomes of the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reading {
+    /// Frames are decoded and messages delivered.
+    Decode,
+    /// Frames are skipped by their headers, looking for the peer's close frame.
+    Skip,
+    /// Everything is thrown away (after the peer's close frame).
+    Discard,
+}
+
+impl Close {
+    /// Whether our close frame is queued: nothing may follow it.
+    pub(super) fn sent(&self) -> bool {
+        !matches!(self, Close::Open)
+    }
+
+    pub(super) fn reading(&self) -> Reading {
+        match self {
+            Close::Open | Close::Sent { .. } => Reading::Decode,
+            Close::Failed {
+                answered: false, ..
+            } => Reading::Skip,
+            Close::Received { .. } | Close::Failed { .. } | Close::Aborted => Reading::Discard,
+        }
+    }
+
+    /// Whether messages may still be delivered: not once we failed the connection.
+    pub(super) fn delivers(&self) -> bool {
+        matches!(self, Close::Open | Close::Sent { .. })
+    }
+
+    /// Whether this side owes the peer nothing more once its frames are written: it may
+    /// half-close then.
+    pub(super) fn owes_nothing(&self) -> bool {
+        matches!(self, Close::Received { .. } | Close::Failed { .. })
+    }
+
+    /// Whether this side ended the connection in good order: a close it started, or an abort.
+    /// A failure of ours is an error even while a close this side started was under way.
+    pub(super) fn closed_here(&self) -> bool {
+        match self {
+            Close::Sent { here } | Close::Received { here, .. } => *here,
+            Close::Aborted => true,
+            Close::Open | Close::Failed { .. } => false,
+        }
+    }
+}
 
 impl<S, C> Driver<S, C>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     C: Callbacks,
 {
-    pub(super) fn on_close_frame(&mut self, frame: Option<CloseFrame>) {
-        let code = frame.as_ref().map(|f| f.code);
-        self.close_received = Some(frame);
-        // Nothing after a close frame is read as frames (RFC 6455 §5.5.1).
-        self.draining = true;
-        self.drain_skip = None;
-        self.read_buf = BytesMut::new();
-        if !self.close_sent {
-            // The peer started the close handshake: send what was queued, then echo its code.
-            self.callbacks.shared().begin_closing(&mut self.staged);
-            self.frame_staged();
-            let payload = match code {
-                Some(code) => crate::proto::close::encode_payload(code, ""),
-                None => Bytes::new(),
-            };
-            self.queue_close_frame(payload, self.close_timeout);
-        }
+    /// Moves the close handshake on by `event`: every change of [`Close`] is made here.
+    pub(super) fn transition(&mut self, event: CloseEvent) {
+        let state = std::mem::replace(&mut self.close, Close::Open);
+        self.close = match (state, event) {
+            // Aborted is final; a failure keeps its ending (its cause is the news).
+            (state @ (Close::Aborted | Close::Failed { .. }), CloseEvent::Abort) => state,
+            (_, CloseEvent::Abort) => Close::Aborted,
+            (state @ Close::Aborted, _) => state,
+
+            (
+                Close::Open,
+                CloseEvent::Close {
+                    code,
+                    reason,
+                    timeout,
+                },
+            ) => {
+                let payload = crate::proto::close::encode_payload(code, &reason);
+                self.queue_close_frame(payload, timeout.unwrap_or(self.close_timeout));
+                Close::Sent { here: true }
+            }
+            // Already closing: the first close wins.
+            (state, CloseEvent::Close { .. }) => state,
+
+            (Close::Open, CloseEvent::PeerClose(frame)) => {
+                // The peer started the close handshake: send what was queued, then echo its
+                // code.
+                self.callbacks.shared().begin_closing(&mut self.staged);
+                self.frame_staged();
+                let payload = match frame.as_ref().map(|f| f.code) {
+                    Some(code) => crate::proto::close::encode_payload(code, ""),
+                    None => Bytes::new(),
+                };
+                self.queue_close_frame(payload, self.close_timeout);
+                self.read_buf = BytesMut::new();
+                Close::Received { frame, here: false }
+            }
+            (Close::Sent { here }, CloseEvent::PeerClose(frame)) => {
+                self.read_buf = BytesMut::new();
+                Close::Received { frame, here }
+            }
+            // Skipping after a failure: the peer has read our close frame and answered.
+            (Close::Failed { ending, .. }, CloseEvent::PeerClose(_)) => {
+                self.read_buf = BytesMut::new();
+                Close::Failed {
+                    ending,
+                    answered: true,
+                }
+            }
+            // Nothing is decoded after the peer's close frame.
+            (state @ Close::Received { .. }, CloseEvent::PeerClose(_)) => state,
+
+            (
+                state @ (Close::Open | Close::Sent { .. } | Close::Received { .. }),
+                CloseEvent::Fail {
+                    code,
+                    reason,
+                    cause,
+                    discard_queued,
+                },
+            ) => {
+                let answered = matches!(state, Close::Received { .. });
+                if !answered {
+                    // Framing is intact: the next frame starts after the one in progress.
+                    self.decoder.start_skipping();
+                }
+                if !state.sent() {
+                    self.queue_failure(code, &reason, discard_queued);
+                }
+                let ending = Ending {
+                    code,
+                    reason: crate::proto::close::truncate_reason(&reason).to_owned(),
+                    was_clean: false,
+                    cause: Some(cause),
+                    closed_here: false,
+                };
+                Close::Failed { ending, answered }
+            }
+            // The first failure is the one reported.
+            (state @ Close::Failed { .. }, CloseEvent::Fail { .. }) => state,
+        };
     }
 
-    /// Starts the close handshake on the application's request, waiting `timeout` (or the
-    /// connection's close timeout) for the peer's close frame.
-    pub(super) fn start_close(&mut self, code: CloseCode, reason: &str, timeout: Option<Duration>) {
-        if self.close_sent {
-            return;
+    /// Queues the close frame of a failure, after the frames queued so far, or instead of them
+    /// with `discard_queued`.
+    fn queue_failure(&mut self, code: CloseCode, reason: &str, discard_queued: bool) {
+        self.callbacks.shared().begin_closing(&mut self.staged);
+        if discard_queued {
+            let dropped: usize = self.staged.drain(..).map(|q| q.item.cost()).sum();
+            self.callbacks.shared().release(dropped);
         }
-        self.closed_here = true;
+        self.frame_staged();
+        if discard_queued {
+            // A frame partly written must be finished, or the stream would be corrupt.
+            let keep = usize::from(self.out_pos > 0);
+            let dropped: usize = self
+                .out
+                .drain(keep..)
+                .map(|q| cost(q.item.payload().len()))
+                .sum();
+            self.callbacks.shared().release(dropped);
+            shrink_if_drained(&mut self.out);
+        }
         let payload = crate::proto::close::encode_payload(code, reason);
-        self.queue_close_frame(payload, timeout.unwrap_or(self.close_timeout));
+        self.queue_close_frame(payload, self.close_timeout);
     }
 
-    /// Fails the connection (RFC 6455 §7.1.7): a close frame with `code` and `reason`, then the
-    /// socket is closed; no more input is decoded. Frames already queued go out first, unless
-    /// `discard_queued` (for a peer that does not read them). `cause` is kept for the local
-    /// error report.
+    /// Fails the connection: see [`CloseEvent::Fail`].
     pub(super) fn fail(
         &mut self,
         code: CloseCode,
@@ -48,50 +224,16 @@ where
         cause: String,
         discard_queued: bool,
     ) {
-        if self.failure.is_some() {
-            return;
-        }
-        if !self.draining {
-            // Failed by a command (not by the decoder, which sets this itself): framing is
-            // intact, the next frame starts after the one in progress.
-            if self.drain_skip.is_none() {
-                self.drain_skip = Some(self.decoder.frame_in_progress().unwrap_or(0));
-            }
-            self.draining = true;
-        }
-        if !self.close_sent {
-            self.callbacks.shared().begin_closing(&mut self.staged);
-            if discard_queued {
-                let dropped: usize = self.staged.drain(..).map(|q| q.item.cost()).sum();
-                self.callbacks.shared().release(dropped);
-            }
-            self.frame_staged();
-            if discard_queued {
-                // A frame partly written must be finished, or the stream would be corrupt.
-                let keep = usize::from(self.out_pos > 0);
-                let dropped: usize = self
-                    .out
-                    .drain(keep..)
-                    .map(|q| cost(q.item.payload().len()))
-                    .sum();
-                self.callbacks.shared().release(dropped);
-                shrink_if_drained(&mut self.out);
-            }
-            let payload = crate::proto::close::encode_payload(code, reason);
-            self.queue_close_frame(payload, self.close_timeout);
-        }
-        self.failure = Some(Ending {
+        self.transition(CloseEvent::Fail {
             code,
-            reason: crate::proto::close::truncate_reason(reason).to_owned(),
-            was_clean: false,
-            cause: Some(cause),
-            closed_here: false,
+            reason: reason.to_owned(),
+            cause,
+            discard_queued,
         });
     }
 
     pub(super) fn queue_close_frame(&mut self, payload: Bytes, timeout: Duration) {
         self.queue_internal(OpCode::Close, payload);
-        self.close_sent = true;
         self.close_wait = timeout;
         let deadline = deadline_after(timeout);
         self.close_deadline = Some(deadline);
@@ -108,46 +250,45 @@ where
     }
 
     /// The ending once our write side is shut, if nothing more needs to be read.
-    pub(super) fn finished_ending(&mut self) -> Option<Ending> {
-        if let Some(failure) = &self.failure {
+    pub(super) fn finished_ending(&self) -> Option<Ending> {
+        match &self.close {
             // Done once the peer has answered our close frame or hung up; until then, reading
             // on avoids resetting a connection whose last bytes it has not read.
-            return (self.read_eof || self.close_seen_while_draining).then(|| failure.clone());
-        }
-        let frame = self.close_received.as_ref()?;
-        if self.role == Role::Client && !self.read_eof {
+            Close::Failed { ending, answered } => {
+                (self.read_eof || *answered).then(|| ending.clone())
+            }
             // RFC 6455 §7.1.1: the client waits for the server to close the TCP connection.
-            self.draining = true;
-            self.drain_skip = None;
-            return None;
+            Close::Received { .. } if self.role == Role::Client && !self.read_eof => None,
+            Close::Received { frame, .. } => Some(clean_ending(frame)),
+            Close::Open | Close::Sent { .. } | Close::Aborted => None,
         }
-        Some(clean_ending(frame))
     }
 
     /// The peer closed its side: whatever state the close handshake is in, the connection is over.
     pub(super) fn on_eof(&self) -> Ending {
-        if let Some(failure) = &self.failure {
-            return failure.clone();
-        }
-        match &self.close_received {
-            Some(frame) if self.write_shutdown || self.out.is_empty() => clean_ending(frame),
+        match &self.close {
+            Close::Failed { ending, .. } => ending.clone(),
+            Close::Received { frame, .. } if self.write_shutdown || self.out.is_empty() => {
+                clean_ending(frame)
+            }
             // The peer's close arrived and it hung up before our reply was written.
-            Some(frame) => Ending {
+            Close::Received { frame, .. } => Ending {
                 was_clean: false,
                 ..clean_ending(frame)
             },
-            None => Ending::abnormal(if self.close_sent {
-                "connection closed by the peer before its close frame"
-            } else {
-                "connection closed by the peer without a close frame"
-            }),
+            Close::Sent { .. } => {
+                Ending::abnormal("connection closed by the peer before its close frame")
+            }
+            Close::Open | Close::Aborted => {
+                Ending::abnormal("connection closed by the peer without a close frame")
+            }
         }
     }
 
-    pub(super) fn io_failed(&mut self, err: &io::Error) -> Ending {
-        match &self.failure {
-            Some(failure) => failure.clone(),
-            None => Ending::abnormal(format!("connection error: {err}")),
+    pub(super) fn io_failed(&self, err: &io::Error) -> Ending {
+        match &self.close {
+            Close::Failed { ending, .. } => ending.clone(),
+            _ => Ending::abnormal(format!("connection error: {err}")),
         }
     }
 
@@ -197,15 +338,13 @@ where
     }
 
     pub(super) fn close_timed_out(&self) -> Ending {
-        if let Some(failure) = &self.failure {
-            return failure.clone();
-        }
-        match &self.close_received {
-            Some(frame) => Ending {
+        match &self.close {
+            Close::Failed { ending, .. } => ending.clone(),
+            Close::Received { frame, .. } => Ending {
                 was_clean: false,
                 ..clean_ending(frame)
             },
-            None => Ending::abnormal(format!(
+            _ => Ending::abnormal(format!(
                 "no close frame from the peer within {} s",
                 self.close_wait.as_secs_f64()
             )),
