@@ -17,6 +17,7 @@ mod termination;
 #[cfg(test)]
 mod tests;
 mod upgrade;
+mod web_options;
 mod web_server;
 mod websocket_server;
 
@@ -24,5 +25,6 @@ pub use connection::WebSocketConnection;
 pub use handler::{ConnectionHandler, ServerHandler};
 pub use options::ServerOptions;
 pub use termination::Terminating;
-pub use web_server::{TlsFiles, WebServer, WebServerOptions};
+pub use web_options::{TlsFiles, WebServerOptions};
+pub use web_server::WebServer;
 pub use websocket_server::WebSocketServer;

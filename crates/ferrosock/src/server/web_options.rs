@@ -1,0 +1,153 @@
+//! [`WebServerOptions`]: what a [`WebServer`](super::WebServer) starts with, and the
+//! [`TlsFiles`] of an HTTPS one.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+
+use super::web_server::DEFAULT_MAX_HEADERS;
+#[cfg(doc)]
+use super::WebServer;
+
+/// Options of a [`WebServer`].
+///
+/// ```
+/// use ferrosock::WebServerOptions;
+/// let options = WebServerOptions::default()
+///     .listen("0.0.0.0:8080")
+///     .static_dir("public")
+///     .asset("/", "text/html; charset=utf-8", &b"<h1>hello</h1>"[..]);
+/// assert_eq!(options.listen, "0.0.0.0:8080");
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WebServerOptions {
+    /// The address to listen on, `host:port`; port 0 picks a free port (see
+    /// [`WebServer::local_addr`]). Default: `127.0.0.1:8080`.
+    pub listen: String,
+    /// A folder whose files are served for GET and HEAD requests (`index.html` for a folder).
+    /// Paths cannot leave it. Default: none.
+    pub static_dir: Option<PathBuf>,
+    /// How long a client may take to send a complete request head (an upgrade or any other
+    /// request); slower ones are disconnected. Default: 10 s.
+    pub handshake_timeout: Duration,
+    /// How long [`WebServer::stop`] lets WebSocket close handshakes and in-flight HTTP requests
+    /// run before closing what is left. Default: 10 s.
+    pub shutdown_timeout: Duration,
+    /// The most header fields a request may have; more get HTTP 431.
+    /// Default: 100.
+    pub max_request_headers: usize,
+    /// The most bytes a request head (request line and headers) may take; more get HTTP 431.
+    /// At least 8 KiB. Default: 32 KiB (browsers send a few KiB, cookies included).
+    pub max_request_head_size: usize,
+    /// Serve HTTPS (and `wss://`) with this PEM certificate chain and PEM private key, instead of
+    /// plain HTTP. Default: none.
+    pub tls: Option<TlsFiles>,
+    pub(super) assets: HashMap<String, Asset>,
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert_chain: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Asset {
+    pub(super) content_type: HeaderValue,
+    pub(super) body: Bytes,
+}
+
+impl Default for WebServerOptions {
+    fn default() -> WebServerOptions {
+        WebServerOptions {
+            listen: "127.0.0.1:8080".to_owned(),
+            static_dir: None,
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+            max_request_headers: DEFAULT_MAX_HEADERS,
+            max_request_head_size: 32 << 10,
+            tls: None,
+            assets: HashMap::new(),
+        }
+    }
+}
+
+impl WebServerOptions {
+    /// Sets [`WebServerOptions::listen`].
+    pub fn listen(mut self, addr: impl Into<String>) -> WebServerOptions {
+        self.listen = addr.into();
+        self
+    }
+
+    /// Sets [`WebServerOptions::static_dir`].
+    pub fn static_dir(mut self, dir: impl Into<PathBuf>) -> WebServerOptions {
+        self.static_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets [`WebServerOptions::handshake_timeout`].
+    pub fn handshake_timeout(mut self, timeout: Duration) -> WebServerOptions {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`WebServerOptions::max_request_headers`].
+    pub fn max_request_headers(mut self, max: usize) -> WebServerOptions {
+        self.max_request_headers = max;
+        self
+    }
+
+    /// Sets [`WebServerOptions::max_request_head_size`] (at least 8 KiB, checked by
+    /// [`WebServer::start`]).
+    pub fn max_request_head_size(mut self, max: usize) -> WebServerOptions {
+        self.max_request_head_size = max;
+        self
+    }
+
+    /// Sets [`WebServerOptions::shutdown_timeout`].
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> WebServerOptions {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Sets [`WebServerOptions::tls`]: serve HTTPS and `wss://` with this certificate chain and
+    /// key (PEM files, read when the server starts).
+    pub fn tls(
+        mut self,
+        cert_chain: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> WebServerOptions {
+        self.tls = Some(TlsFiles {
+            cert_chain: cert_chain.into(),
+            key: key.into(),
+        });
+        self
+    }
+
+    /// Serves `body` at `path` (GET and HEAD), for pages built into the program. A file of
+    /// the static folder at the same path wins.
+    ///
+    /// # Panics
+    /// If `content_type` is not a valid header value.
+    pub fn asset(
+        mut self,
+        path: impl Into<String>,
+        content_type: &str,
+        body: impl Into<Bytes>,
+    ) -> WebServerOptions {
+        let content_type = HeaderValue::from_str(content_type).expect("a valid content type");
+        let asset = Asset {
+            content_type,
+            body: body.into(),
+        };
+        self.assets.insert(path.into(), asset);
+        self
+    }
+}
