@@ -7,7 +7,6 @@
 //! application accepted itself.
 
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,8 +20,9 @@ use super::upgrade::Endpoint;
 use super::{ServerHandler, WebSocketConnection};
 use crate::broker::{Broker, Channel};
 use crate::conn::Prepared;
-use crate::error::{panic_message, Error, ErrorKind};
+use crate::error::{Error, ErrorKind};
 use crate::event::{ErrorEvent, ErrorInfo, OpenEvent};
+use crate::handle::guarded;
 use crate::limits::Limits;
 use crate::message::{DataType, Message};
 use crate::proto::deflate::PerMessageDeflate;
@@ -294,17 +294,15 @@ impl<H: ServerHandler> WebSocketServer<H> {
 
     /// [`guard`](Self::guard) on the calling thread, whatever `blocking_callbacks` says.
     pub(super) fn guard_here(&self, callback: &str, f: impl FnOnce(&H, &Self)) {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(&self.inner.handler, self))) {
-            let message = format!("{callback} panicked: {}", panic_message(&*panic));
+        if let Err(message) = guarded(callback, || f(&self.inner.handler, self)) {
             tracing::error!(path = ?self.path(), "{message}");
             let event = ErrorEvent::new(vec![ErrorInfo::new(
                 ErrorInfo::CALLBACK_PANICKED,
                 message,
                 ErrorInfo::FERROSOCK,
             )]);
-            let report = || self.inner.handler.on_error(self, event);
-            if let Err(panic) = catch_unwind(AssertUnwindSafe(report)) {
-                tracing::error!(path = ?self.path(), "on_error panicked: {}", panic_message(&*panic));
+            if let Err(message) = guarded("on_error", || self.inner.handler.on_error(self, event)) {
+                tracing::error!(path = ?self.path(), "{message}");
             }
         }
     }
