@@ -222,6 +222,12 @@ async fn accept_answers_refusals_on_the_stream_and_returns_the_status() {
         (upgrade_request("/", &["Sec-WebSocket-Version: 8"]), 426),
         ("GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(), 400),
         ("NOT HTTP\r\n\r\n".to_owned(), 400),
+        // No body on an upgrade: what follows the head is frames.
+        (upgrade_request("/", &["Content-Length: 5"]), 400),
+        (
+            upgrade_request("/", &[&format!("Cookie: {}", "c".repeat(40 << 10))]),
+            431,
+        ),
     ] {
         let (ours, mut theirs) = tokio::io::duplex(64 << 10);
         theirs.write_all(request.as_bytes()).await.unwrap();
@@ -332,4 +338,29 @@ async fn a_producer_that_awaits_room_loses_nothing_to_a_slow_reader() {
     assert!(errors.is_empty(), "refused sends: {errors:?}");
     assert!(most <= BUDGET, "{most} bytes queued, budget {BUDGET}");
     wss.terminate_with_timeout(Duration::ZERO).await;
+}
+
+/// A request head as large as the web server accepts (cookies of 16 KiB) is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_takes_request_heads_as_large_as_the_web_servers() {
+    let (_wss, addr) = detached(0, Limits::default()).await;
+    let cookie = format!("Cookie: {}", "c".repeat(16 << 10));
+    let mut client = RawClient::try_connect(addr, &upgrade_request("/", &[&cookie]))
+        .await
+        .expect("a 101");
+    client.send_text("big head").await;
+    assert_eq!(client.recv_text().await, "big head");
+}
+
+/// A producer may await room before the socket is open: it waits for the opening, then sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writable_waits_for_a_connecting_socket_to_open() {
+    let (_wss, addr) = detached(0, Limits::default()).await;
+    let (probe, mut events) = ClientProbe::new();
+    let ws = WebSocket::new(&format!("ws://{addr}/"), probe).unwrap();
+    assert_eq!(ws.status(), Status::Connecting);
+    within("room", ws.writable(5)).await;
+    ws.send("early").unwrap();
+    events.expect(&["open status=Connected"]).await;
+    events.expect(&["message Text(early)"]).await;
 }

@@ -295,8 +295,8 @@ impl<H: ClientHandler> WebSocket<H> {
     }
 
     /// Resolves once a message of `bytes` bytes fits this socket's outgoing budget (its queue
-    /// is empty or has room for it), or once the socket is no longer connecting or
-    /// `Connected`. uWebSockets calls this moment `drain`; `send` itself never waits. The
+    /// is empty or has room for it) while it is `Connected` — a socket still connecting is
+    /// waited for — or once it is closing or closed (then a send fails, as it says). uWebSockets calls this moment `drain`; `send` itself never waits. The
     /// process-wide cap ([`crate::memory`]) is not awaited: a send can still be refused by it.
     ///
     /// ```no_run

@@ -30,7 +30,7 @@ pub const DEFAULT_MAX_QUEUED_BYTES: usize = 256 << 20;
 
 /// What a queued message with a payload of `payload_len` bytes costs.
 pub(crate) fn cost(payload_len: usize) -> usize {
-    payload_len + QUEUED_MESSAGE_OVERHEAD
+    payload_len.saturating_add(QUEUED_MESSAGE_OVERHEAD)
 }
 
 /// The process-wide account of queued outgoing bytes.

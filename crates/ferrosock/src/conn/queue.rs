@@ -390,6 +390,9 @@ impl Shared {
     }
 
     fn wake_room(&self) {
+        // With the fence in `room_for`: either this sees the waiters' `Notify`, or the waiter
+        // that created it sees what changed before this call (no lost wake-up for the first).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if let Some(room) = self.room.get() {
             room.notify_waiters();
         }
@@ -402,19 +405,24 @@ impl Shared {
     }
 
     /// Resolves once a message with a payload of `payload_len` bytes would fit this
-    /// connection's budget (the queue is empty, or has room for it), or once the connection is
-    /// no longer `Connecting` or `Connected` (a send would fail anyway). The process-wide cap
-    /// may still refuse the send: it is shared, and not waited for.
+    /// connection's budget (the queue is empty, or has room for it) on an open connection, or
+    /// once the connection is closing or closed (a send would fail anyway). While connecting it
+    /// waits for the connection to open. The process-wide cap may still refuse the send: it is
+    /// shared, and not waited for.
     pub(crate) async fn room_for(&self, payload_len: usize) {
         let room = self.room.get_or_init(|| Box::new(Notify::new()));
         loop {
             let notified = room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // See `wake_room`.
+            std::sync::atomic::fence(Ordering::SeqCst);
             let buffered = self.buffered();
-            let open = matches!(self.status(), Status::Connecting | Status::Connected);
-            if !open || buffered == 0 || buffered.saturating_add(cost(payload_len)) <= self.budget {
-                return;
+            let fits = buffered == 0 || buffered.saturating_add(cost(payload_len)) <= self.budget;
+            match self.status() {
+                Status::Connected if fits => return,
+                Status::Closing | Status::Closed => return,
+                Status::Connecting | Status::Connected => {}
             }
             notified.await;
         }
@@ -443,10 +451,13 @@ impl Shared {
 
     /// Client side: the opening handshake succeeded.
     pub(crate) fn set_connected(&self) {
-        let _outbox = self.lock();
+        let outbox = self.lock();
         if self.status() == Status::Connecting {
             self.set_status_locked(Status::Connected);
         }
+        drop(outbox);
+        // A producer waiting for room while connecting may send now.
+        self.wake_room();
     }
 
     fn set_status_locked(&self, status: Status) {

@@ -8,15 +8,16 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::upgrade;
+use super::upgrade::{self, Opening};
 use super::{ServerHandler, WebSocketServer};
 use crate::conn::{Io, Stream};
 use crate::error::{Error, ErrorKind};
 
-/// How long the request may take to arrive, as the web server's default.
+/// How long the request may take to arrive and be answered, as the web server's default.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest request head read, as the web server's default.
-const MAX_HEAD: usize = 8192;
+/// The largest request head read, as the web server's default
+/// (`WebServerOptions::max_request_head_size`).
+const MAX_HEAD: usize = 32 << 10;
 /// The most headers in a request, as the web server's default.
 const MAX_HEADERS: usize = 100;
 
@@ -30,7 +31,8 @@ impl<H: ServerHandler> WebSocketServer<H> {
     /// Returns once the request is answered: `Ok` after a 101 (the connection then lives on
     /// by itself), or the error — [`ErrorKind::Handshake`] with
     /// [`Error::http_status`] for a request refused (400, 403, 404, 426, 431, 503),
-    /// [`ErrorKind::Timeout`] when no complete request arrived within 10 s,
+    /// [`ErrorKind::Timeout`] when the request was not read and answered within 10 s (a
+    /// request with a body is refused with 400: bytes after the head are frames),
     /// [`ErrorKind::Io`] when the stream failed. A refused request gets its HTTP answer
     /// before the stream is dropped. Any path is accepted: routing by path is the caller's.
     ///
@@ -39,43 +41,68 @@ impl<H: ServerHandler> WebSocketServer<H> {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        // One deadline for the whole handshake: reading the request and writing the answer.
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let timed_out = || {
+            Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the upgrade request was not read and answered within {} s",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                ),
+            )
+        };
         let mut stream = stream;
-        let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_head(&mut stream)).await;
-        let (parts, leftover) = match read {
-            Ok(Ok(Ok(request))) => request,
-            Ok(Ok(Err(status))) => return refuse(&mut stream, status, "a malformed request").await,
+        let decided = tokio::time::timeout_at(deadline, self.decide_on(&mut stream, remote)).await;
+        let (head, opening, leftover) = match decided {
+            Ok(Ok(accepted)) => accepted,
+            Ok(Err(err)) => return Err(err),
+            Err(_) => return Err(timed_out()),
+        };
+        match tokio::time::timeout_at(deadline, write_head(&mut stream, &head)).await {
+            Ok(Ok(())) => {
+                let task = opening.open(Stream::from_io(stream), leftover);
+                self.inner().runtime.spawn(task);
+                Ok(())
+            }
             Ok(Err(err)) => {
+                opening.failed(format!("the 101 could not be sent: {err}"));
+                Err(Error::with_source(ErrorKind::Io, "sending the 101", err))
+            }
+            Err(_) => {
+                opening.failed("the 101 could not be sent within the handshake timeout".to_owned());
+                Err(timed_out())
+            }
+        }
+    }
+
+    /// Reads the request and decides on it: the 101 to send and the opening to run after it,
+    /// with the bytes read past the request; or the refusal, answered here, as the error.
+    async fn decide_on<S: Io>(
+        &self,
+        stream: &mut S,
+        remote: SocketAddr,
+    ) -> Result<(http::Response<()>, Box<dyn Opening>, BytesMut), Error> {
+        let (parts, leftover) = match read_head(stream).await {
+            Ok(Ok(request)) => request,
+            Ok(Err(status)) => return Err(refuse(stream, status, "a malformed request").await),
+            Err(err) => {
                 return Err(Error::with_source(
                     ErrorKind::Io,
                     "reading the upgrade request",
                     err,
                 ))
             }
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "no upgrade request within {} s",
-                        HANDSHAKE_TIMEOUT.as_secs()
-                    ),
-                ))
-            }
         };
         let accept = match upgrade::check(&parts) {
             Ok(accept) => accept,
-            Err(refusal) => return answer(&mut stream, refusal, "a bad upgrade request").await,
+            Err(bad) => return Err(answer(stream, bad.head(), &bad.why).await),
         };
         let (head, opening) = upgrade::response(self.endpoint().decide(&parts, remote), accept);
-        let Some(opening) = opening else {
-            return answer(&mut stream, head, "refused").await;
-        };
-        if let Err(err) = write_head(&mut stream, &head).await {
-            opening.failed(format!("the 101 could not be sent: {err}"));
-            return Err(Error::with_source(ErrorKind::Io, "sending the 101", err));
+        match opening {
+            Some(opening) => Ok((head, opening, leftover)),
+            None => Err(answer(stream, head, "refused").await),
         }
-        let task = opening.open(Stream::from_io(stream), leftover);
-        self.inner().runtime.spawn(task);
-        Ok(())
     }
 }
 
@@ -117,13 +144,20 @@ fn to_parts(request: &httparse::Request<'_, '_>) -> Result<http::request::Parts,
             _ => http::Version::HTTP_11,
         });
     for header in request.headers.iter() {
+        // An upgrade request has no body (RFC 6455 §4.1): bytes after the head are frames.
+        let name = header.name;
+        let is_body = name.eq_ignore_ascii_case("transfer-encoding")
+            || (name.eq_ignore_ascii_case("content-length") && header.value != b"0");
+        if is_body {
+            return Err(http::StatusCode::BAD_REQUEST);
+        }
         builder = builder.header(header.name, header.value);
     }
     builder.body(()).map(|r| r.into_parts().0).map_err(bad)
 }
 
-/// Answers a request that is not upgraded, and says why.
-async fn answer<S: Io>(stream: &mut S, head: http::Response<()>, what: &str) -> Result<(), Error> {
+/// Answers a request that is not upgraded; the error says why.
+async fn answer<S: Io>(stream: &mut S, head: http::Response<()>, what: &str) -> Error {
     let status = head.status();
     let body = upgrade::refusal_text(status);
     let mut head = head;
@@ -138,14 +172,14 @@ async fn answer<S: Io>(stream: &mut S, head: http::Response<()>, what: &str) -> 
         let _ = stream.write_all(body.as_bytes()).await;
         let _ = stream.shutdown().await;
     }
-    Err(Error::new(
+    Error::new(
         ErrorKind::Handshake,
         format!("{what}: answered with HTTP {status}"),
     )
-    .with_status(status.as_u16()))
+    .with_status(status.as_u16())
 }
 
-async fn refuse<S: Io>(stream: &mut S, status: http::StatusCode, what: &str) -> Result<(), Error> {
+async fn refuse<S: Io>(stream: &mut S, status: http::StatusCode, what: &str) -> Error {
     answer(stream, upgrade::refusal(status), what).await
 }
 

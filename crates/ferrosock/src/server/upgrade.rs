@@ -68,18 +68,35 @@ pub(crate) trait Endpoint: Send + Sync + 'static {
     fn shutdown(self: Arc<Self>, grace: Duration) -> Terminating;
 }
 
-/// Checks an upgrade request (RFC 6455 §4.2.1): its `Sec-WebSocket-Accept`, or the response
-/// head that refuses it (400, or 426 with the version supported).
-pub(crate) fn check(request: &http::request::Parts) -> Result<HeaderValue, http::Response<()>> {
-    handshake::validate_request(&request.method, request.version, &request.headers).map_err(|err| {
-        let mut refusal = refusal(err.status());
-        if err.status() == StatusCode::UPGRADE_REQUIRED {
+/// An upgrade request that does not pass [`check`].
+#[derive(Debug)]
+pub(crate) struct BadRequest {
+    status: StatusCode,
+    /// What is wrong, for the log.
+    pub(crate) why: String,
+}
+
+impl BadRequest {
+    /// The head of the answer: 400, or 426 with the version supported.
+    pub(crate) fn head(&self) -> http::Response<()> {
+        let mut refusal = refusal(self.status);
+        if self.status == StatusCode::UPGRADE_REQUIRED {
             refusal.headers_mut().insert(
                 header::SEC_WEBSOCKET_VERSION,
                 HeaderValue::from_static(handshake::VERSION),
             );
         }
         refusal
+    }
+}
+
+/// Checks an upgrade request (RFC 6455 §4.2.1): its `Sec-WebSocket-Accept`, or what is wrong.
+pub(crate) fn check(request: &http::request::Parts) -> Result<HeaderValue, BadRequest> {
+    handshake::validate_request(&request.method, request.version, &request.headers).map_err(|err| {
+        BadRequest {
+            status: err.status(),
+            why: err.to_string(),
+        }
     })
 }
 

@@ -321,9 +321,9 @@ impl WebInner {
         let (parts, _body) = request.into_parts();
         let accept = match upgrade::check(&parts) {
             Ok(accept) => accept,
-            Err(refusal) => {
-                tracing::debug!(%remote, "bad upgrade request: {}", refusal.status());
-                return with_body(refusal);
+            Err(bad) => {
+                tracing::debug!(%remote, "bad upgrade request: {}", bad.why);
+                return with_body(bad.head());
             }
         };
         let (head, opening) = upgrade::response(endpoint.decide(&parts, remote), accept);

@@ -12,11 +12,12 @@ use super::*;
 pub(super) enum Close {
     /// Messages flow both ways.
     Open,
-    /// Our close frame is queued (or written); the peer's has not arrived, and its messages are
-    /// still decoded and delivered. `here`: this side started it in good order (a `Close`
-    /// command), not in answer to anything.
-    Sent { here: bool },
-    /// The peer's close frame arrived: first (ours echoes it), or in answer to ours (`here`).
+    /// This side started the close handshake in good order (a `Close` command): our close
+    /// frame is queued (or written), the peer's has not arrived, and the peer's messages are
+    /// still decoded and delivered.
+    Sent,
+    /// The peer's close frame arrived: first (ours echoes it), or in answer to ours (`here`:
+    /// then the end is this side's own).
     /// Nothing after it is read as frames (RFC 6455 §5.5.1).
     Received {
         frame: Option<CloseFrame>,
@@ -74,7 +75,7 @@ impl Close {
 
     pub(super) fn reading(&self) -> Reading {
         match self {
-            Close::Open | Close::Sent { .. } => Reading::Decode,
+            Close::Open | Close::Sent => Reading::Decode,
             Close::Failed {
                 answered: false, ..
             } => Reading::Skip,
@@ -84,7 +85,7 @@ impl Close {
 
     /// Whether messages may still be delivered: not once we failed the connection.
     pub(super) fn delivers(&self) -> bool {
-        matches!(self, Close::Open | Close::Sent { .. })
+        matches!(self, Close::Open | Close::Sent)
     }
 
     /// Whether this side owes the peer nothing more once its frames are written: it may
@@ -97,8 +98,8 @@ impl Close {
     /// A failure of ours is an error even while a close this side started was under way.
     pub(super) fn closed_here(&self) -> bool {
         match self {
-            Close::Sent { here } | Close::Received { here, .. } => *here,
-            Close::Aborted => true,
+            Close::Received { here, .. } => *here,
+            Close::Sent | Close::Aborted => true,
             Close::Open | Close::Failed { .. } => false,
         }
     }
@@ -113,7 +114,8 @@ where
     pub(super) fn transition(&mut self, event: CloseEvent) {
         let state = std::mem::replace(&mut self.close, Close::Open);
         self.close = match (state, event) {
-            // Aborted is final; a failure keeps its ending (its cause is the news).
+            // Aborted is final. After a failure an abort ends the connection at once, but the
+            // end stays an error: not this side's own (`closed_here` is false).
             (state @ (Close::Aborted | Close::Failed { .. }), CloseEvent::Abort) => state,
             (_, CloseEvent::Abort) => Close::Aborted,
             (state @ Close::Aborted, _) => state,
@@ -128,7 +130,7 @@ where
             ) => {
                 let payload = crate::proto::close::encode_payload(code, &reason);
                 self.queue_close_frame(payload, timeout.unwrap_or(self.close_timeout));
-                Close::Sent { here: true }
+                Close::Sent
             }
             // Already closing: the first close wins.
             (state, CloseEvent::Close { .. }) => state,
@@ -146,9 +148,9 @@ where
                 self.read_buf = BytesMut::new();
                 Close::Received { frame, here: false }
             }
-            (Close::Sent { here }, CloseEvent::PeerClose(frame)) => {
+            (Close::Sent, CloseEvent::PeerClose(frame)) => {
                 self.read_buf = BytesMut::new();
-                Close::Received { frame, here }
+                Close::Received { frame, here: true }
             }
             // Skipping after a failure: the peer has read our close frame and answered.
             (Close::Failed { ending, .. }, CloseEvent::PeerClose(_)) => {
@@ -162,7 +164,7 @@ where
             (state @ Close::Received { .. }, CloseEvent::PeerClose(_)) => state,
 
             (
-                state @ (Close::Open | Close::Sent { .. } | Close::Received { .. }),
+                state @ (Close::Open | Close::Sent | Close::Received { .. }),
                 CloseEvent::Fail {
                     code,
                     reason,
@@ -170,11 +172,10 @@ where
                     discard_queued,
                 },
             ) => {
-                let answered = matches!(state, Close::Received { .. });
-                if !answered {
-                    // Framing is intact: the next frame starts after the one in progress.
-                    self.decoder.start_skipping();
-                }
+                // Framing is intact: the next frame starts after the one in progress. After the
+                // peer's close frame nothing is left to decode, and its reply is not awaited
+                // again: the end waits for its EOF (or the close timeout), as a failure does.
+                self.decoder.start_skipping();
                 if !state.sent() {
                     self.queue_failure(code, &reason, discard_queued);
                 }
@@ -185,7 +186,10 @@ where
                     cause: Some(cause),
                     closed_here: false,
                 };
-                Close::Failed { ending, answered }
+                Close::Failed {
+                    ending,
+                    answered: false,
+                }
             }
             // The first failure is the one reported.
             (state @ Close::Failed { .. }, CloseEvent::Fail { .. }) => state,
@@ -260,7 +264,7 @@ where
             // RFC 6455 §7.1.1: the client waits for the server to close the TCP connection.
             Close::Received { .. } if self.role == Role::Client && !self.read_eof => None,
             Close::Received { frame, .. } => Some(clean_ending(frame)),
-            Close::Open | Close::Sent { .. } | Close::Aborted => None,
+            Close::Open | Close::Sent | Close::Aborted => None,
         }
     }
 
@@ -276,9 +280,7 @@ where
                 was_clean: false,
                 ..clean_ending(frame)
             },
-            Close::Sent { .. } => {
-                Ending::abnormal("connection closed by the peer before its close frame")
-            }
+            Close::Sent => Ending::abnormal("connection closed by the peer before its close frame"),
             Close::Open | Close::Aborted => {
                 Ending::abnormal("connection closed by the peer without a close frame")
             }
