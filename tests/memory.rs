@@ -7,6 +7,9 @@
 //! 1008. The heap may grow by the budget plus a small fixed margin (the scratch and read
 //! buffers, a decompressor) while that happens — before, compressed 64 KiB messages made it
 //! grow by twice the budget — and must come back down once the member is cut.
+//!
+//! Last, idle connections: each holds its task, driver and shared state, and no buffer of its
+//! handshake (issue #11: hyper's read buffer was once kept alive for a connection's life).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
@@ -308,4 +311,48 @@ async fn a_stalled_reader_holds_its_budget_and_no_more() {
             scenario.name
         );
     }
+    idle_connections_hold_no_buffer().await;
+}
+
+/// An idle connection holds no buffer of the handshake: not hyper's read buffer, not the
+/// request's. Each costs its task, its driver and its shared state, about 1.5 KB with the
+/// test's client side; a buffer of the handshake kept alive (an 8 KiB read buffer, as once
+/// after the upgrade core's first version) would make it several times that.
+async fn idle_connections_hold_no_buffer() {
+    const IDLE: usize = 200;
+    let web = WebServer::start(WebServerOptions::default().listen("127.0.0.1:0"))
+        .await
+        .unwrap();
+    let (tx, _ended) = mpsc::unbounded_channel();
+    let wss = WebSocketServer::new(&web, Chat(tx), ServerOptions::default()).unwrap();
+    let addr = web.local_addr();
+    // Warm up: the runtime's structures and the threads' scratch exist before the baseline.
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first
+        .write_all(upgrade_request("/", &[]).as_bytes())
+        .await
+        .unwrap();
+    read_head(&mut first).await;
+    round_trip(&mut first).await;
+    let baseline = live();
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(upgrade_request("/", &[]).as_bytes())
+            .await
+            .unwrap();
+        read_head(&mut stream).await;
+        round_trip(&mut stream).await; // the connection is running, its handshake behind it
+        idle.push(stream);
+    }
+    assert_eq!(wss.connections().len(), IDLE + 1);
+    let per_connection = (live() - baseline) / IDLE;
+    eprintln!("idle connections: {per_connection} bytes each, both sides");
+    assert!(
+        per_connection <= 4096,
+        "{per_connection} bytes live per idle connection"
+    );
+    drop(idle);
+    web.stop().await;
 }

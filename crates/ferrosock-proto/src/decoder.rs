@@ -155,9 +155,10 @@ pub struct Decoder {
     /// Boxed: most connections never negotiate it, and an idle connection should not carry
     /// its state inline.
     inflater: Option<Box<Inflater>>,
-    /// Skipping after a failure ([`Decoder::start_skipping`]): the bytes to pass over before
-    /// the next frame header.
-    skipping: Option<usize>,
+    /// Skipping after a failure ([`Decoder::start_skipping`]): `frame` then holds, as its
+    /// length, the bytes to pass over before the next frame header (no field of its own: every
+    /// connection carries the decoder).
+    skipping: bool,
 }
 
 #[derive(Debug)]
@@ -234,7 +235,7 @@ impl Decoder {
             frame: None,
             message: None,
             inflater: None,
-            skipping: None,
+            skipping: false,
         }
     }
 
@@ -334,7 +335,8 @@ impl Decoder {
 
     /// The payload length of the frame being received, if its header has been consumed: the
     /// bytes of it received so far are at the front of the buffer. After an error, this tells a
-    /// caller that skips the rest of the stream where the next frame starts.
+    /// caller that skips the rest of the stream itself where the next frame starts; while the
+    /// decoder skips ([`start_skipping`](Self::start_skipping)), the bytes it has left to skip.
     pub fn frame_in_progress(&self) -> Option<usize> {
         self.frame.as_ref().map(|f| f.len)
     }
@@ -350,15 +352,26 @@ impl Decoder {
     /// the input when it failed there, and its payload is skipped when its header was
     /// consumed. A message in progress is dropped. Calling it again changes nothing.
     pub fn start_skipping(&mut self) {
-        if self.skipping.is_none() {
-            self.skipping = Some(self.frame.take().map_or(0, |frame| frame.len));
+        if !self.skipping {
+            self.skipping = true;
             self.message = None;
+            let left = self.frame.take().map_or(0, |frame| frame.len);
+            self.skip(left);
         }
     }
 
     /// Whether [`start_skipping`](Self::start_skipping) was called.
     pub fn is_skipping(&self) -> bool {
-        self.skipping.is_some()
+        self.skipping
+    }
+
+    /// While skipping: `len` bytes to pass over before the next frame header.
+    fn skip(&mut self, len: usize) {
+        self.frame = (len > 0).then(|| FrameInProgress {
+            header: FrameHeader::new(OpCode::Continuation, 0, None),
+            len,
+            processed: 0,
+        });
     }
 
     /// Skips the frames at the front of `buf` (consuming them) until a close frame has wholly
@@ -381,14 +394,14 @@ impl Decoder {
     pub fn skip_to_close(&mut self, buf: &mut BytesMut) -> bool {
         self.start_skipping();
         loop {
-            let skip = self.skipping.get_or_insert(0);
-            if *skip > 0 {
-                let n = (*skip).min(buf.len());
+            if let Some(frame) = &mut self.frame {
+                let n = frame.len.min(buf.len());
                 buf.advance(n);
-                *skip -= n;
-                if *skip > 0 {
+                frame.len -= n;
+                if frame.len > 0 {
                     return false;
                 }
+                self.frame = None;
                 continue;
             }
             let Some(extent) = FrameExtent::peek(buf) else {
@@ -401,7 +414,7 @@ impl Decoder {
                 buf.advance(extent.total_len());
                 return true;
             }
-            *skip = extent.total_len();
+            self.skip(extent.total_len());
         }
     }
 

@@ -7,7 +7,6 @@
 //! [`WebSocket`]: crate::WebSocket
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::common::{Compress, Incoming, Status};
@@ -24,8 +23,6 @@ use crate::proto::{CloseCode, Role};
 pub(crate) struct Core {
     id: u64,
     shared: Shared,
-    /// permessage-deflate as the opening handshake settled it; unset until then.
-    compression: OnceLock<Option<Negotiated>>,
 }
 
 impl Core {
@@ -33,7 +30,6 @@ impl Core {
         Core {
             id,
             shared: Shared::new(role, status, limits.max_outgoing_bytes, limits.backpressure),
-            compression: OnceLock::new(),
         }
     }
 
@@ -53,12 +49,11 @@ impl Core {
     /// Records what the opening handshake settled, before anything can be sent.
     pub(crate) fn negotiated(&self, deflate: Option<Negotiated>, settings: &PerMessageDeflate) {
         self.shared.set_deflate(deflate, settings);
-        let _ = self.compression.set(deflate);
     }
 
     /// permessage-deflate as negotiated; `None` when it was not, or not yet.
     pub(crate) fn compression(&self) -> Option<Negotiated> {
-        self.compression.get().copied().flatten()
+        self.shared.deflate_setup().map(|setup| setup.negotiated)
     }
 
     /// Queues a message; never blocks.

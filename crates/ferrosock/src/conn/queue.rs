@@ -70,7 +70,8 @@ pub(crate) struct Shared {
     role: Role,
     /// permessage-deflate as negotiated, set once before the first message can be sent: what
     /// the outgoing path ([`super::outgoing`]) decides with.
-    deflate: OnceLock<DeflateSetup>,
+    /// Boxed: most connections never negotiate it, and every connection carries the slot.
+    deflate: OnceLock<Box<DeflateSetup>>,
     /// Something was queued (frames or a command) since the driver last took the outbox: lets
     /// the driver skip the lock when there is nothing.
     pending: AtomicBool,
@@ -174,14 +175,16 @@ impl Shared {
 
     /// permessage-deflate as negotiated, if it was.
     pub(crate) fn deflate_setup(&self) -> Option<&DeflateSetup> {
-        self.deflate.get()
+        self.deflate.get().map(|setup| &**setup)
     }
 
     /// Records what permessage-deflate settled, if anything, with the local `settings` it is
     /// used with. Called once, before the first `send` (and before the driver starts).
     pub(crate) fn set_deflate(&self, negotiated: Option<Negotiated>, settings: &PerMessageDeflate) {
         if let Some(negotiated) = negotiated {
-            let _ = self.deflate.set(DeflateSetup::new(negotiated, settings));
+            let _ = self
+                .deflate
+                .set(Box::new(DeflateSetup::new(negotiated, settings)));
         }
     }
 

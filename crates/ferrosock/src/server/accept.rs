@@ -121,7 +121,8 @@ async fn read_head<S: Io>(
         match request.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => {
                 let parts = to_parts(&request);
-                let leftover = buf.split_off(len);
+                // A copy of its own: the head's buffer is freed with this function.
+                let leftover = BytesMut::from(&buf[len..]);
                 return Ok(parts.map(|parts| (parts, leftover)));
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,

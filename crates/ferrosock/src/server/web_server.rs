@@ -493,11 +493,14 @@ async fn open_upgraded(on_upgrade: hyper::upgrade::OnUpgrade, opening: Box<dyn O
     };
     // The web server serves every connection as `TokioIo<Stream>`; taking it back out of
     // hyper's `Upgraded` box removes a dynamic call from every read and write.
-    match upgraded.downcast::<TokioIo<Stream>>() {
-        Ok(parts) => {
-            let read_buf = BytesMut::from(&parts.read_buf[..]);
-            opening.open(parts.io.into_inner(), read_buf).await;
+    // Taken out before the connection runs: hyper's `read_buf` shares its read buffer, which
+    // the connection must not keep alive for its whole life (5 KB per idle connection).
+    let (stream, read_buf) = match upgraded.downcast::<TokioIo<Stream>>() {
+        Ok(parts) => (parts.io.into_inner(), BytesMut::from(&parts.read_buf[..])),
+        Err(_) => {
+            return opening
+                .failed("an upgraded connection of an unexpected type: closed".to_owned())
         }
-        Err(_) => opening.failed("an upgraded connection of an unexpected type: closed".to_owned()),
-    }
+    };
+    opening.open(stream, read_buf).await;
 }
