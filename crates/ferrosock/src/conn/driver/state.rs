@@ -20,13 +20,13 @@ pub(super) enum Close {
     /// then the end is this side's own).
     /// Nothing after it is read as frames (RFC 6455 §5.5.1).
     Received {
-        frame: Option<CloseFrame>,
+        frame: Option<Box<CloseFrame>>,
         here: bool,
     },
     /// We failed the connection: our close frame is queued (or written), and this is how the
     /// connection ends. Input is skipped frame by frame until the peer's close frame has
     /// arrived (`answered`) or it hangs up.
-    Failed { ending: Ending, answered: bool },
+    Failed { ending: Box<Ending>, answered: bool },
     /// A handle aborted the connection: the socket is dropped without a close frame.
     Aborted,
 }
@@ -146,11 +146,17 @@ where
                 };
                 self.queue_close_frame(payload, self.close_timeout);
                 self.read_buf = BytesMut::new();
-                Close::Received { frame, here: false }
+                Close::Received {
+                    frame: frame.map(Box::new),
+                    here: false,
+                }
             }
             (Close::Sent, CloseEvent::PeerClose(frame)) => {
                 self.read_buf = BytesMut::new();
-                Close::Received { frame, here: true }
+                Close::Received {
+                    frame: frame.map(Box::new),
+                    here: true,
+                }
             }
             // Skipping after a failure: the peer has read our close frame and answered.
             (Close::Failed { ending, .. }, CloseEvent::PeerClose(_)) => {
@@ -179,13 +185,13 @@ where
                 if !state.sent() {
                     self.queue_failure(code, &reason, discard_queued);
                 }
-                let ending = Ending {
+                let ending = Box::new(Ending {
                     code,
                     reason: crate::proto::close::truncate_reason(&reason).to_owned(),
                     was_clean: false,
                     cause: Some(cause),
                     closed_here: false,
-                };
+                });
                 Close::Failed {
                     ending,
                     answered: false,
@@ -259,7 +265,7 @@ where
             // Done once the peer has answered our close frame or hung up; until then, reading
             // on avoids resetting a connection whose last bytes it has not read.
             Close::Failed { ending, answered } => {
-                (self.read_eof || *answered).then(|| ending.clone())
+                (self.read_eof || *answered).then(|| (**ending).clone())
             }
             // RFC 6455 §7.1.1: the client waits for the server to close the TCP connection.
             Close::Received { .. } if self.role == Role::Client && !self.read_eof => None,
@@ -271,7 +277,7 @@ where
     /// The peer closed its side: whatever state the close handshake is in, the connection is over.
     pub(super) fn on_eof(&self) -> Ending {
         match &self.close {
-            Close::Failed { ending, .. } => ending.clone(),
+            Close::Failed { ending, .. } => (**ending).clone(),
             Close::Received { frame, .. } if self.write_shutdown || self.out.is_empty() => {
                 clean_ending(frame)
             }
@@ -289,7 +295,7 @@ where
 
     pub(super) fn io_failed(&self, err: &io::Error) -> Ending {
         match &self.close {
-            Close::Failed { ending, .. } => ending.clone(),
+            Close::Failed { ending, .. } => (**ending).clone(),
             _ => Ending::abnormal(format!("connection error: {err}")),
         }
     }
@@ -341,7 +347,7 @@ where
 
     pub(super) fn close_timed_out(&self) -> Ending {
         match &self.close {
-            Close::Failed { ending, .. } => ending.clone(),
+            Close::Failed { ending, .. } => (**ending).clone(),
             Close::Received { frame, .. } => Ending {
                 was_clean: false,
                 ..clean_ending(frame)
@@ -355,8 +361,8 @@ where
 }
 
 /// The ending of a completed close handshake, from the peer's close frame.
-pub(super) fn clean_ending(frame: &Option<CloseFrame>) -> Ending {
-    match frame {
+pub(super) fn clean_ending(frame: &Option<Box<CloseFrame>>) -> Ending {
+    match frame.as_deref() {
         Some(frame) => Ending {
             code: frame.code,
             reason: frame.reason.clone(),
