@@ -901,6 +901,21 @@ pub fn repo_root() -> std::path::PathBuf {
         .to_owned()
 }
 
+/// Whether the peer `what`, found at `installed`, is there. Outside CI a missing peer skips
+/// the test that needs it; under CI=true it is a failure.
+pub fn peer_installed(installed: &std::path::Path, what: &str) -> bool {
+    if installed.exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} peer missing ({}): run scripts/install-peers",
+        installed.display()
+    );
+    eprintln!("{what} peer not installed: skipped (scripts/install-peers installs it)");
+    false
+}
+
 impl PeerServer {
     /// Starts the peer on a port of its own choosing, or returns `None` when it is not
     /// installed (outside CI).
@@ -921,13 +936,7 @@ impl PeerServer {
             ),
             Peer::UwsDeflate => (uws.clone(), None, uws),
         };
-        if !installed.exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{peer:?} peer missing ({}): run scripts/install-peers",
-                installed.display()
-            );
-            eprintln!("{peer:?} peer not installed: skipped (scripts/install-peers installs it)");
+        if !peer_installed(&installed, &format!("{peer:?}")) {
             return None;
         }
         let mut command = std::process::Command::new(program);

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -18,13 +17,14 @@ use ferrosock::{
 use ferrosock_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// Echoes every message (binary as binary on the servers of `detached`); refuses clients whose URL has `refuse` in it. With `burst`, sends
 /// that many 1 KiB messages on open, each after awaiting room (`writable`).
 struct Echo {
     burst: usize,
     /// What the burst saw: the most bytes queued, and the errors of `send`.
-    seen: Arc<Mutex<(usize, Vec<ErrorKind>)>>,
+    seen: watch::Sender<(usize, Vec<ErrorKind>)>,
 }
 
 struct EchoConnection;
@@ -49,18 +49,19 @@ impl ConnectionHandler for EchoConnection {
         if burst == 0 {
             return;
         }
-        let (ws, seen) = (ws.clone(), ws.wss().handler().seen.clone());
+        let ws = ws.clone();
         tokio::spawn(async move {
             for n in 0..burst {
                 let message = format!("{n:>1024}");
                 ws.writable(message.len()).await;
                 let queued = ws.buffered_amount();
                 let sent = ws.send(message);
-                let mut seen = seen.lock().unwrap();
-                seen.0 = seen.0.max(queued);
-                if let Err(err) = sent {
-                    seen.1.push(err.kind());
-                }
+                ws.wss().handler().seen.send_modify(|seen| {
+                    seen.0 = seen.0.max(queued);
+                    if let Err(err) = sent {
+                        seen.1.push(err.kind());
+                    }
+                });
             }
         });
     }
@@ -74,7 +75,7 @@ impl ConnectionHandler for EchoConnection {
 async fn detached(burst: usize, limits: Limits) -> (WebSocketServer<Echo>, SocketAddr) {
     let echo = Echo {
         burst,
-        seen: Arc::default(),
+        seen: watch::Sender::default(),
     };
     let wss = WebSocketServer::detached(
         echo,
@@ -152,13 +153,7 @@ async fn run_client(python: bool, url: &str) -> Option<String> {
     } else {
         peers.join("node/node_modules/ws")
     };
-    if !installed.exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "peer missing ({}): run scripts/install-peers",
-            installed.display()
-        );
-        eprintln!("peer not installed: skipped");
+    if !peer_installed(&installed, if python { "Python" } else { "Node" }) {
         return None;
     }
     let mut command = if python {
@@ -213,7 +208,7 @@ async fn a_server_over_accepted_streams_serves_node_ws() {
 async fn accept_answers_refusals_on_the_stream_and_returns_the_status() {
     let echo = Echo {
         burst: 0,
-        seen: Arc::default(),
+        seen: watch::Sender::default(),
     };
     let wss = WebSocketServer::detached(echo, ServerOptions::default()).unwrap();
     let remote: SocketAddr = "127.0.0.1:9".parse().unwrap();
@@ -286,9 +281,9 @@ async fn a_producer_that_awaits_room_loses_nothing_to_a_slow_reader() {
     let limits = Limits::default().max_outgoing_bytes(BUDGET);
     let echo = Echo {
         burst: COUNT,
-        seen: Arc::default(),
+        seen: watch::Sender::default(),
     };
-    let seen = echo.seen.clone();
+    let mut seen = echo.seen.subscribe();
     let wss = WebSocketServer::detached(echo, ServerOptions::default().limits(limits)).unwrap();
     // A 4 KiB pipe: the server's writes stall as soon as the reader pauses.
     let (ours, mut theirs) = tokio::io::duplex(4 << 10);
@@ -309,12 +304,12 @@ async fn a_producer_that_awaits_room_loses_nothing_to_a_slow_reader() {
     assert!(buf.starts_with(b"HTTP/1.1 101 "));
     let _ = buf.split_to(head_end);
     // The reader pauses: the producer fills the budget, then waits for room.
-    within("the budget to fill", async {
-        while seen.lock().unwrap().0 < BUDGET / 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    within(
+        "the budget to fill",
+        seen.wait_for(|seen| seen.0 >= BUDGET / 2),
+    )
+    .await
+    .unwrap();
     let mut decoder = Decoder::new(DecoderConfig {
         role: Role::Client,
         max_frame_size: 1 << 20,
@@ -334,7 +329,7 @@ async fn a_producer_that_awaits_room_loses_nothing_to_a_slow_reader() {
             other => panic!("message {n}: {other:?}"),
         }
     }
-    let (most, errors) = seen.lock().unwrap().clone();
+    let (most, errors) = seen.borrow().clone();
     assert!(errors.is_empty(), "refused sends: {errors:?}");
     assert!(most <= BUDGET, "{most} bytes queued, budget {BUDGET}");
     wss.terminate_with_timeout(Duration::ZERO).await;

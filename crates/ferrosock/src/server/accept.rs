@@ -3,23 +3,14 @@
 //! upgrade core, and the connection runs on the stream.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::upgrade::{self, Opening};
+use super::upgrade::{self, defaults, Opening};
 use super::{ServerHandler, WebSocketServer};
 use crate::conn::{Io, Stream};
 use crate::error::{Error, ErrorKind};
-
-/// How long the request may take to arrive and be answered, as the web server's default.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest request head read, as the web server's default
-/// (`WebServerOptions::max_request_head_size`).
-const MAX_HEAD: usize = 32 << 10;
-/// The most headers in a request, as the web server's default.
-const MAX_HEADERS: usize = 100;
 
 impl<H: ServerHandler> WebSocketServer<H> {
     /// Serves one WebSocket connection over `stream`, a connection the application accepted
@@ -42,13 +33,13 @@ impl<H: ServerHandler> WebSocketServer<H> {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         // One deadline for the whole handshake: reading the request and writing the answer.
-        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + defaults::HANDSHAKE_TIMEOUT;
         let timed_out = || {
             Error::new(
                 ErrorKind::Timeout,
                 format!(
                     "the upgrade request was not read and answered within {} s",
-                    HANDSHAKE_TIMEOUT.as_secs()
+                    defaults::HANDSHAKE_TIMEOUT.as_secs()
                 ),
             )
         };
@@ -85,7 +76,10 @@ impl<H: ServerHandler> WebSocketServer<H> {
     ) -> Result<(http::Response<()>, Box<dyn Opening>, BytesMut), Error> {
         let (parts, leftover) = match read_head(stream).await {
             Ok(Ok(request)) => request,
-            Ok(Err(status)) => return Err(refuse(stream, status, "a malformed request").await),
+            Ok(Err(status)) => {
+                let refusal = upgrade::refusal(status);
+                return Err(answer(stream, refusal, "a malformed request").await);
+            }
             Err(err) => {
                 return Err(Error::with_source(
                     ErrorKind::Io,
@@ -116,7 +110,7 @@ async fn read_head<S: Io>(
         if stream.read_buf(&mut buf).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = [httparse::EMPTY_HEADER; defaults::MAX_REQUEST_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => {
@@ -125,7 +119,9 @@ async fn read_head<S: Io>(
                 let leftover = BytesMut::from(&buf[len..]);
                 return Ok(parts.map(|parts| (parts, leftover)));
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
+            Ok(httparse::Status::Partial) if buf.len() < defaults::MAX_REQUEST_HEAD_SIZE => {
+                continue
+            }
             Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
                 return Ok(Err(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE))
             }
@@ -178,10 +174,6 @@ async fn answer<S: Io>(stream: &mut S, head: http::Response<()>, what: &str) -> 
         format!("{what}: answered with HTTP {status}"),
     )
     .with_status(status.as_u16())
-}
-
-async fn refuse<S: Io>(stream: &mut S, status: http::StatusCode, what: &str) -> Error {
-    answer(stream, upgrade::refusal(status), what).await
 }
 
 /// Writes a response head (status line, headers, blank line).

@@ -21,6 +21,19 @@ use super::termination::Terminating;
 use crate::conn::Stream;
 use crate::proto::handshake;
 
+/// The request limits every HTTP layer starts from: the web server's defaults
+/// (`WebServerOptions`) and the limits of `WebSocketServer::accept`.
+pub(crate) mod defaults {
+    use std::time::Duration;
+
+    /// How long a request may take to arrive (and, for `accept`, to be answered).
+    pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The most header fields in a request (hyper's default, kept on its stack).
+    pub(crate) const MAX_REQUEST_HEADERS: usize = 100;
+    /// The most bytes of request line and headers.
+    pub(crate) const MAX_REQUEST_HEAD_SIZE: usize = 32 << 10;
+}
+
 /// What an endpoint answers to a valid upgrade request.
 pub(crate) enum Decision {
     /// 101 Switching Protocols, with `Sec-WebSocket-Extensions: extensions` when some were

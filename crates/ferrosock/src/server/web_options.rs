@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::HeaderValue;
 
-use super::web_server::DEFAULT_MAX_HEADERS;
+use super::upgrade::defaults;
 #[cfg(doc)]
 use super::WebServer;
 
@@ -69,10 +69,10 @@ impl Default for WebServerOptions {
         WebServerOptions {
             listen: "127.0.0.1:8080".to_owned(),
             static_dir: None,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
             shutdown_timeout: Duration::from_secs(10),
-            max_request_headers: DEFAULT_MAX_HEADERS,
-            max_request_head_size: 32 << 10,
+            max_request_headers: defaults::MAX_REQUEST_HEADERS,
+            max_request_head_size: defaults::MAX_REQUEST_HEAD_SIZE,
             tls: None,
             assets: HashMap::new(),
         }

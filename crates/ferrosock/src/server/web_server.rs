@@ -26,7 +26,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
 use super::termination::Terminating;
-use super::upgrade::{self, Endpoint, Opening};
+use super::upgrade::{self, defaults, Endpoint, Opening};
 use super::web_options::Asset;
 use super::web_options::WebServerOptions;
 use crate::conn::Stream;
@@ -412,8 +412,6 @@ async fn accept_loop(inner: Arc<WebInner>, listener: TcpListener) {
     }
 }
 
-/// hyper's default header count (kept on the stack).
-pub(super) const DEFAULT_MAX_HEADERS: usize = 100;
 /// hyper's smallest read buffer.
 const MIN_HEAD_SIZE: usize = 8192;
 
@@ -428,7 +426,7 @@ async fn serve_http(inner: Arc<WebInner>, stream: Stream, remote: SocketAddr) {
         .timer(TokioTimer::new())
         .header_read_timeout(inner.handshake_timeout)
         .max_buf_size(inner.max_request_head_size);
-    if inner.max_request_headers != DEFAULT_MAX_HEADERS {
+    if inner.max_request_headers != defaults::MAX_REQUEST_HEADERS {
         // hyper keeps its default on the stack; another size costs an allocation per request.
         builder.max_headers(inner.max_request_headers);
     }
