@@ -6,6 +6,8 @@ mod callbacks;
 mod client;
 #[path = "it/closing.rs"]
 mod closing;
+#[path = "it/http2.rs"]
+mod http2;
 #[path = "it/limits.rs"]
 mod limits;
 #[path = "it/peers.rs"]

@@ -43,6 +43,13 @@ pub enum HandshakeError {
     /// A `Sec-WebSocket-Version` other than 13 (or none).
     #[error("unsupported Sec-WebSocket-Version (this server speaks 13)")]
     UnsupportedVersion,
+    /// A `Sec-WebSocket-Protocol` list element that is not a token (RFC 6455 §4.1,
+    /// RFC 7230 §3.2.6).
+    #[error("Sec-WebSocket-Protocol element {0:?} is not a token")]
+    InvalidProtocol(String),
+    /// HTTP/2 (RFC 8441): a CONNECT whose `:protocol` is missing or not `websocket`.
+    #[error("an HTTP/2 WebSocket needs an extended CONNECT with :protocol websocket, not {0}")]
+    ConnectProtocol(String),
     /// Client side: the server answered with a status other than 101.
     #[error("the server answered {0} instead of 101 Switching Protocols")]
     Status(u16),
@@ -85,6 +92,84 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     header_has_token(headers, &header::UPGRADE, "websocket")
 }
 
+/// The subprotocols a request offers, in the client's order: repeated `Sec-WebSocket-Protocol`
+/// headers make one list and empty list elements are ignored (RFC 7230 §7). An element that is
+/// not a token is an error (answered with 400).
+///
+/// ```
+/// use ferrosock_proto::handshake::offered_protocols;
+/// use http::HeaderMap;
+/// let mut headers = HeaderMap::new();
+/// headers.append("sec-websocket-protocol", "graphql-transport-ws, ,mqtt".parse().unwrap());
+/// headers.append("sec-websocket-protocol", "v12.stomp".parse().unwrap());
+/// assert_eq!(offered_protocols(&headers).unwrap(), ["graphql-transport-ws", "mqtt", "v12.stomp"]);
+/// headers.append("sec-websocket-protocol", "chat room".parse().unwrap());
+/// assert!(offered_protocols(&headers).is_err());
+/// ```
+pub fn offered_protocols(headers: &HeaderMap) -> Result<Vec<String>, HandshakeError> {
+    let mut offered = Vec::new();
+    for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
+        for element in value.as_bytes().split(|&b| b == b',') {
+            let element = element.trim_ascii();
+            if element.is_empty() {
+                continue;
+            }
+            if !is_token(element) {
+                let shown = String::from_utf8_lossy(element).into_owned();
+                return Err(HandshakeError::InvalidProtocol(shown));
+            }
+            // A token is ASCII.
+            offered.push(String::from_utf8_lossy(element).into_owned());
+        }
+    }
+    Ok(offered)
+}
+
+/// Whether `text` is an HTTP token (RFC 7230 §3.2.6): one or more `tchar`s.
+pub fn is_token(text: &[u8]) -> bool {
+    !text.is_empty()
+        && text
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Validates an HTTP/2 extended CONNECT that opens a WebSocket (RFC 8441 §4): the method is
+/// CONNECT, `protocol` (the `:protocol` pseudo-header) is `websocket`, and
+/// `Sec-WebSocket-Version` is 13. There is no key: the answer is a 200.
+///
+/// ```
+/// use ferrosock_proto::handshake::validate_extended_connect;
+/// use http::{HeaderMap, Method};
+/// let mut headers = HeaderMap::new();
+/// headers.insert("sec-websocket-version", "13".parse().unwrap());
+/// assert!(validate_extended_connect(&Method::CONNECT, Some("websocket"), &headers).is_ok());
+/// assert!(validate_extended_connect(&Method::CONNECT, None, &headers).is_err());
+/// ```
+pub fn validate_extended_connect(
+    method: &Method,
+    protocol: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(), HandshakeError> {
+    if method != Method::CONNECT {
+        return Err(HandshakeError::Method(method.to_string()));
+    }
+    match protocol {
+        Some(protocol) if protocol.eq_ignore_ascii_case("websocket") => {}
+        Some(other) => return Err(HandshakeError::ConnectProtocol(format!("{other:?}"))),
+        None => return Err(HandshakeError::ConnectProtocol("none".to_owned())),
+    }
+    check_version(headers)
+}
+
+/// `Sec-WebSocket-Version` is present once and is 13.
+fn check_version(headers: &HeaderMap) -> Result<(), HandshakeError> {
+    let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
+    match (versions.next(), versions.next()) {
+        (Some(v), None) if v.as_bytes().trim_ascii() == VERSION.as_bytes() => Ok(()),
+        _ => Err(HandshakeError::UnsupportedVersion),
+    }
+}
+
 /// Validates a client's opening handshake and returns the `Sec-WebSocket-Accept` value that
 /// the 101 answer must carry.
 ///
@@ -116,11 +201,7 @@ pub fn validate_request(
     if !header_has_token(headers, &header::CONNECTION, "upgrade") {
         return Err(HandshakeError::MissingConnectionUpgrade);
     }
-    let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
-    match (versions.next(), versions.next()) {
-        (Some(v), None) if v.as_bytes().trim_ascii() == VERSION.as_bytes() => {}
-        _ => return Err(HandshakeError::UnsupportedVersion),
-    }
+    check_version(headers)?;
     let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
     let key = match (keys.next(), keys.next()) {
         (Some(key), None) => key.as_bytes().trim_ascii(),
@@ -158,6 +239,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "sec-websocket-key",
     "sec-websocket-version",
     "sec-websocket-extensions",
+    "sec-websocket-protocol",
 ];
 
 /// The client's side of the opening handshake (RFC 6455 §4.1): the request, and the checks on
@@ -172,7 +254,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
 /// let answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
 ///     Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
 /// let accepted = handshake.check_response(answer).unwrap().unwrap();
-/// assert_eq!((accepted.head_len, accepted.deflate), (answer.len(), None));
+/// assert_eq!((accepted.head_len, accepted.deflate, accepted.protocol), (answer.len(), None, None));
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClientHandshake {
@@ -180,16 +262,20 @@ pub struct ClientHandshake {
     accept: HeaderValue,
     /// The permessage-deflate settings offered, if any.
     deflate: Option<PerMessageDeflate>,
+    /// The subprotocols offered, in order of preference.
+    protocols: Vec<String>,
 }
 
 /// A server's valid 101 answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Accepted {
     /// The length of the answer's head: what follows is WebSocket data.
     pub head_len: usize,
     /// permessage-deflate, if the server accepted the offer.
     pub deflate: Option<Negotiated>,
+    /// The subprotocol the server chose among those offered, if any.
+    pub protocol: Option<String>,
 }
 
 impl ClientHandshake {
@@ -201,7 +287,15 @@ impl ClientHandshake {
             key,
             accept,
             deflate: None,
+            protocols: Vec::new(),
         }
+    }
+
+    /// Offers these subprotocols, in order of preference (`Sec-WebSocket-Protocol`). Each must
+    /// be a token ([`is_token`]); the caller checks.
+    pub fn offer_protocols(mut self, protocols: &[String]) -> ClientHandshake {
+        self.protocols = protocols.to_vec();
+        self
     }
 
     /// Offers permessage-deflate with these settings (nothing, if they are disabled).
@@ -239,6 +333,9 @@ impl ClientHandshake {
         if let Some(deflate) = &self.deflate {
             push("Sec-WebSocket-Extensions", &deflate.client_offer());
         }
+        if !self.protocols.is_empty() {
+            push("Sec-WebSocket-Protocol", &self.protocols.join(", "));
+        }
         for (name, value) in extra {
             push(name, value);
         }
@@ -249,15 +346,6 @@ impl ClientHandshake {
     /// Checks the server's answer at the front of `buf`. `Ok(None)`: the head is not complete
     /// yet. `Ok(Some(accepted))`: a valid 101.
     pub fn check_response(&self, buf: &[u8]) -> Result<Option<Accepted>, HandshakeError> {
-        self.check_response_offering(buf, &[])
-    }
-
-    /// [`check_response`](Self::check_response) for a request that offered subprotocols.
-    pub fn check_response_offering(
-        &self,
-        buf: &[u8],
-        offered_protocols: &[&str],
-    ) -> Result<Option<Accepted>, HandshakeError> {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut response = httparse::Response::new(&mut headers);
         let len = match response.parse(buf) {
@@ -303,16 +391,26 @@ impl ClientHandshake {
                 Some(settings.client_accept(values)?)
             }
         };
-        if let Some(chosen) = map.get(header::SEC_WEBSOCKET_PROTOCOL) {
-            let chosen = chosen.to_str().unwrap_or_default().trim();
-            if !offered_protocols.contains(&chosen) {
-                return Err(HandshakeError::NotOffered("a subprotocol"));
-            }
-        }
+        let protocol = self.chosen_protocol(&map)?;
         Ok(Some(Accepted {
             head_len: len,
             deflate,
+            protocol,
         }))
+    }
+
+    /// The subprotocol an answer chose: one value, among those offered (RFC 6455 §4.1).
+    fn chosen_protocol(&self, answer: &HeaderMap) -> Result<Option<String>, HandshakeError> {
+        let mut values = answer.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter();
+        let chosen = match (values.next(), values.next()) {
+            (None, _) => return Ok(None),
+            (Some(chosen), None) => chosen.as_bytes().trim_ascii(),
+            (Some(_), Some(_)) => return Err(HandshakeError::NotOffered("several subprotocols")),
+        };
+        match self.protocols.iter().find(|p| p.as_bytes() == chosen) {
+            Some(offered) => Ok(Some(offered.clone())),
+            None => Err(HandshakeError::NotOffered("a subprotocol")),
+        }
     }
 }
 
@@ -417,6 +515,63 @@ mod tests {
     }
 
     #[test]
+    fn an_extended_connect_needs_the_websocket_protocol_and_version_13() {
+        let mut headers = HeaderMap::new();
+        headers.insert("sec-websocket-version", "13".parse().unwrap());
+        let connect = |method: &Method, protocol, headers: &HeaderMap| {
+            validate_extended_connect(method, protocol, headers)
+        };
+        assert_eq!(
+            connect(&Method::CONNECT, Some("websocket"), &headers),
+            Ok(())
+        );
+        assert_eq!(
+            connect(&Method::CONNECT, Some("WebSocket"), &headers),
+            Ok(())
+        );
+        let err = connect(&Method::CONNECT, None, &headers).unwrap_err();
+        assert_eq!(
+            (err.status().as_u16(), err.to_string().contains("none")),
+            (400, true)
+        );
+        let err = connect(&Method::CONNECT, Some("webtransport"), &headers).unwrap_err();
+        assert!(err.to_string().contains("\"webtransport\""), "{err}");
+        assert_eq!(
+            connect(&Method::GET, Some("websocket"), &headers),
+            Err(HandshakeError::Method("GET".to_owned()))
+        );
+        let err = connect(&Method::CONNECT, Some("websocket"), &HeaderMap::new()).unwrap_err();
+        assert_eq!(
+            (err.clone(), err.status().as_u16()),
+            (HandshakeError::UnsupportedVersion, 426)
+        );
+    }
+
+    #[test]
+    fn offered_protocols_are_one_list_in_the_clients_order() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(offered_protocols(&headers), Ok(vec![]));
+        headers.append(
+            "sec-websocket-protocol",
+            ", wamp.2.json ,,".parse().unwrap(),
+        );
+        headers.append("sec-websocket-protocol", "".parse().unwrap());
+        headers.append("sec-websocket-protocol", "mqtt,graphql-ws".parse().unwrap());
+        assert_eq!(
+            offered_protocols(&headers).unwrap(),
+            ["wamp.2.json", "mqtt", "graphql-ws"]
+        );
+        for bad in ["a b", "chat/1", "\"quoted\"", "x;y", "é"] {
+            let mut headers = HeaderMap::new();
+            let value = HeaderValue::from_bytes(bad.as_bytes()).unwrap();
+            headers.append("sec-websocket-protocol", value);
+            let err = offered_protocols(&headers).unwrap_err();
+            assert!(matches!(err, HandshakeError::InvalidProtocol(_)), "{bad}");
+            assert_eq!(err.status().as_u16(), 400);
+        }
+    }
+
+    #[test]
     fn repeated_keys_are_rejected() {
         let mut headers = valid();
         headers.append(
@@ -459,6 +614,7 @@ mod tests {
         let accepted = Accepted {
             head_len: ANSWER.len() + 2,
             deflate: None,
+            protocol: None,
         };
         assert_eq!(client().check_response(full.as_bytes()), Ok(Some(accepted)));
         // Every strict prefix of the head is incomplete.
@@ -493,14 +649,36 @@ mod tests {
             client().check_response(protocol.as_bytes()),
             Err(HandshakeError::NotOffered("a subprotocol"))
         );
-        assert_eq!(
-            client()
-                .check_response_offering(protocol.as_bytes(), &["chat"])
-                .unwrap()
-                .unwrap()
-                .head_len,
-            protocol.len()
+        let offering = client().offer_protocols(&["mqtt".to_owned(), "chat".to_owned()]);
+        let request = String::from_utf8(offering.request("h", "/", &[])).unwrap();
+        assert!(
+            request.contains("\r\nSec-WebSocket-Protocol: mqtt, chat\r\n"),
+            "{request}"
         );
+        let accepted = offering
+            .check_response(protocol.as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (accepted.head_len, accepted.protocol.as_deref()),
+            (protocol.len(), Some("chat"))
+        );
+        // One value, among those offered: not a list, not twice, not another.
+        for answer in [
+            "Sec-WebSocket-Protocol: mqtt, chat\r\n",
+            "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: chat\r\n",
+            "Sec-WebSocket-Protocol: stomp\r\n",
+            "Sec-WebSocket-Protocol: CHAT\r\n",
+        ] {
+            let answer = format!("{ANSWER}{answer}\r\n");
+            assert!(
+                matches!(
+                    offering.check_response(answer.as_bytes()),
+                    Err(HandshakeError::NotOffered(_))
+                ),
+                "{answer}"
+            );
+        }
         // With permessage-deflate offered: the answer is checked against the offer.
         let offered = client().offer_deflate(&PerMessageDeflate::default());
         let request = String::from_utf8(offered.request("h", "/", &[])).unwrap();

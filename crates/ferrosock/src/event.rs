@@ -1,6 +1,8 @@
 //! The event objects passed to callbacks, one type per 4D event (`event.type` is
 //! [`event_type`](OpenEvent::event_type) on each).
 
+use std::sync::{Arc, Mutex};
+
 use crate::message::Message;
 use crate::proto::CloseCode;
 use crate::request::Request;
@@ -28,9 +30,68 @@ impl OpenEvent {
 pub struct ConnectionEvent {
     /// The client's upgrade request.
     pub request: Request,
+    /// The subprotocol the answer will carry (ferrosock extension), shared with the server,
+    /// which reads it once `on_connection` returns.
+    protocol: Arc<Mutex<Option<String>>>,
 }
 
 impl ConnectionEvent {
+    /// An event for `request`, with `protocol` chosen so far (from the server's supported list).
+    pub(crate) fn new(request: Request, protocol: Option<String>) -> ConnectionEvent {
+        ConnectionEvent {
+            request,
+            protocol: Arc::new(Mutex::new(protocol)),
+        }
+    }
+
+    /// The choice, once `on_connection` is done with the event.
+    pub(crate) fn chosen(&self) -> Arc<Mutex<Option<String>>> {
+        self.protocol.clone()
+    }
+
+    /// The subprotocol the server will answer with (RFC 6455 §4.2.2; ferrosock extension):
+    /// the first of the client's offers ([`Request::protocols`], in the client's order) that
+    /// [`ServerOptions::protocols`](crate::ServerOptions::protocols) supports, or the one
+    /// [`select_protocol`](Self::select_protocol) chose. `None`: no subprotocol.
+    pub fn protocol(&self) -> Option<String> {
+        self.protocol
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Answers with `name`, one of the subprotocols the client offered, whatever the server's
+    /// supported list says. Returns `false` and changes nothing if the client did not offer
+    /// it (a server may only pick an offered one). Clones of the event share the choice.
+    ///
+    /// ```
+    /// # use ferrosock::*;
+    /// # struct Graphql; struct Session;
+    /// # impl ConnectionHandler for Session { type Server = Graphql;
+    /// #   fn on_message(&self, _: &WebSocketConnection<Graphql>, _: MessageEvent) {} }
+    /// impl ServerHandler for Graphql {
+    ///     type Connection = Session;
+    ///     fn on_connection(&self, _: &WebSocketServer<Self>, event: ConnectionEvent) -> Option<Session> {
+    ///         // The newer protocol wins, whatever order the client listed them in.
+    ///         if !event.select_protocol("graphql-transport-ws") {
+    ///             event.select_protocol("graphql-ws");
+    ///         }
+    ///         Some(Session)
+    ///     }
+    /// }
+    /// ```
+    pub fn select_protocol(&self, name: &str) -> bool {
+        if !self.request.protocols().iter().any(|p| p == name) {
+            return false;
+        }
+        *self.protocol.lock().unwrap_or_else(|p| p.into_inner()) = Some(name.to_owned());
+        true
+    }
+
+    /// Answers with no subprotocol, even if the supported list matched one of the offers.
+    pub fn decline_protocol(&self) {
+        *self.protocol.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
     /// `"connection"`.
     pub fn event_type(&self) -> &'static str {
         "connection"

@@ -82,6 +82,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod broker;
+pub use server::door;
 mod client;
 /// The process-wide cap on bytes queued for sending, and what queued bytes cost.
 ///

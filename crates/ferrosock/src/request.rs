@@ -17,10 +17,18 @@ pub struct Request {
     query: Params,
     url: String,
     remote_address: String,
+    protocols: Vec<String>,
+    version: http::Version,
 }
 
 impl Request {
-    pub(crate) fn from_parts(request: &http::request::Parts, remote: SocketAddr) -> Request {
+    /// The request of `request`'s head, from `remote` (`None`: unknown, see
+    /// [`remote_address`](Self::remote_address)), offering `protocols`.
+    pub(crate) fn from_parts(
+        request: &http::request::Parts,
+        remote: Option<SocketAddr>,
+        protocols: Vec<String>,
+    ) -> Request {
         let headers = request
             .headers
             .iter()
@@ -49,8 +57,24 @@ impl Request {
                 ignore_case: false,
             },
             url,
-            remote_address: remote.ip().to_canonical().to_string(),
+            remote_address: remote
+                .map_or_else(String::new, |remote| remote.ip().to_canonical().to_string()),
+            protocols,
+            version: request.version,
         }
+    }
+
+    /// The subprotocols the client offered (`Sec-WebSocket-Protocol`), in its order of
+    /// preference: repeated headers make one list, empty elements are left out. See
+    /// [`ConnectionEvent::select_protocol`](crate::ConnectionEvent::select_protocol).
+    pub fn protocols(&self) -> &[String] {
+        &self.protocols
+    }
+
+    /// The HTTP version the request came over: `HTTP/1.1` for an upgrade, `HTTP/2` for an
+    /// extended CONNECT (RFC 8441).
+    pub fn http_version(&self) -> http::Version {
+        self.version
     }
 
     /// The request's headers. Names are looked up case-insensitively (`get("Origin")` and
@@ -72,6 +96,11 @@ impl Request {
 
     /// The client's IP address as plain text (`127.0.0.1`, `::1`); an IPv4-mapped IPv6
     /// address is shown as IPv4.
+    ///
+    /// Empty when the HTTP layer does not know it: through a [door](crate::door) (axum,
+    /// tower, hyper) the address comes from the request's extensions — a
+    /// [`RemoteAddr`](crate::door::RemoteAddr), or axum's `ConnectInfo<SocketAddr>` with the
+    /// `axum` feature — and is empty without them.
     pub fn remote_address(&self) -> &str {
         &self.remote_address
     }
@@ -317,7 +346,7 @@ mod tests {
             .into_parts()
             .0;
         let mapped: SocketAddr = "[::ffff:10.0.0.7]:5000".parse().unwrap();
-        let request = Request::from_parts(&http, mapped);
+        let request = Request::from_parts(&http, Some(mapped), vec![]);
         assert_eq!(request.url(), "/status?name=ryan&tag=a%20b&tag=c+d");
         assert_eq!(request.remote_address(), "10.0.0.7");
         assert_eq!(request.query().get("name"), Some("ryan"));
@@ -349,7 +378,7 @@ mod tests {
         assert_eq!(json["headers"]["x-multi"], serde_json::json!(["1", "2"]));
         assert_eq!(json["query"]["name"], "ryan");
         assert_eq!(json["remoteAddress"], "10.0.0.7");
-        let v6 = Request::from_parts(&http, "[::1]:1".parse().unwrap());
+        let v6 = Request::from_parts(&http, Some("[::1]:1".parse().unwrap()), vec![]);
         assert_eq!(v6.remote_address(), "::1");
     }
 
@@ -360,7 +389,8 @@ mod tests {
         }
         Request::from_parts(
             &request.body(()).unwrap().into_parts().0,
-            "127.0.0.1:9".parse().unwrap(),
+            Some("127.0.0.1:9".parse().unwrap()),
+            vec![],
         )
     }
 

@@ -10,8 +10,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{Error, ErrorKind};
 
-/// ALPN: ferrosock speaks HTTP/1.1 (the WebSocket upgrade is an HTTP/1.1 mechanism).
+/// ALPN: HTTP/1.1, where a WebSocket is an upgrade; the client offers only this.
 const ALPN_HTTP11: &[u8] = b"http/1.1";
+/// ALPN: HTTP/2, where a WebSocket is an extended CONNECT stream (RFC 8441).
+pub(crate) const ALPN_H2: &[u8] = b"h2";
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -25,8 +27,12 @@ fn tls_error(
 }
 
 /// A server configuration from a PEM certificate chain (leaf first) and a PEM private key
-/// (PKCS#8, PKCS#1 or SEC1).
-pub(crate) fn server_config(cert_chain: &Path, key: &Path) -> Result<Arc<ServerConfig>, Error> {
+/// (PKCS#8, PKCS#1 or SEC1), offering HTTP/2 by ALPN before HTTP/1.1 when `http2`.
+pub(crate) fn server_config(
+    cert_chain: &Path,
+    key: &Path,
+    http2: bool,
+) -> Result<Arc<ServerConfig>, Error> {
     let chain = load_certs(cert_chain)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|err| {
         tls_error(
@@ -40,7 +46,11 @@ pub(crate) fn server_config(cert_chain: &Path, key: &Path) -> Result<Arc<ServerC
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|err| tls_error("the certificate does not fit the key".to_owned(), err))?;
-    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
+    } else {
+        vec![ALPN_HTTP11.to_vec()]
+    };
     Ok(Arc::new(config))
 }
 

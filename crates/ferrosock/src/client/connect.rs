@@ -13,7 +13,7 @@ use crate::conn::Stream;
 use crate::error::{Error, ErrorKind};
 use crate::limits::Limits;
 use crate::proto::deflate::{Negotiated, PerMessageDeflate};
-use crate::proto::handshake::{ClientHandshake, HandshakeError, RESERVED_HEADERS};
+use crate::proto::handshake::{Accepted, ClientHandshake, HandshakeError, RESERVED_HEADERS};
 use crate::request::Params;
 
 /// Options of a client socket, beyond its handler.
@@ -39,6 +39,10 @@ pub struct ClientOptions {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// permessage-deflate: offered by default. Default: [`PerMessageDeflate::default()`].
     pub deflate: PerMessageDeflate,
+    /// The subprotocols offered (`Sec-WebSocket-Protocol`), in order of preference; each must
+    /// be an HTTP token. The server chooses one or none ([`WebSocket::protocol`](crate::WebSocket::protocol)).
+    /// Default: none.
+    pub protocols: Vec<String>,
 }
 
 impl Default for ClientOptions {
@@ -48,6 +52,7 @@ impl Default for ClientOptions {
             limits: Limits::default(),
             tls: None,
             deflate: PerMessageDeflate::default(),
+            protocols: Vec::new(),
         }
     }
 }
@@ -69,6 +74,36 @@ impl ClientOptions {
     pub fn deflate(mut self, settings: PerMessageDeflate) -> ClientOptions {
         self.deflate = settings;
         self
+    }
+
+    /// Sets [`ClientOptions::protocols`].
+    ///
+    /// ```
+    /// use ferrosock::ClientOptions;
+    /// let options = ClientOptions::default().protocols(["graphql-transport-ws", "graphql-ws"]);
+    /// assert_eq!(options.protocols, ["graphql-transport-ws", "graphql-ws"]);
+    /// ```
+    pub fn protocols<S: Into<String>>(
+        mut self,
+        protocols: impl IntoIterator<Item = S>,
+    ) -> ClientOptions {
+        self.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Checks what cannot be sent: a subprotocol that is not a token.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if let Some(bad) = self
+            .protocols
+            .iter()
+            .find(|p| !crate::proto::handshake::is_token(p.as_bytes()))
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("subprotocol {bad:?} is not an HTTP token (RFC 7230 §3.2.6)"),
+            ));
+        }
+        Ok(())
     }
 
     /// Trusts the CA certificates of a PEM file besides the system's roots (for servers with
@@ -167,9 +202,11 @@ pub(crate) fn request_headers(params: &Params) -> Result<Vec<(String, String)>, 
             {
                 return Err(Error::new(
                     ErrorKind::InvalidArgument,
-                    format!(
-                        "the {name} header belongs to the WebSocket handshake and cannot be set"
-                    ),
+                    if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+                        format!("the {name} header belongs to the WebSocket handshake: offer subprotocols with ClientOptions::protocols")
+                    } else {
+                        format!("the {name} header belongs to the WebSocket handshake and cannot be set")
+                    },
                 ));
             }
             Ok((name.to_owned(), value.to_owned()))
@@ -184,6 +221,8 @@ pub(crate) struct Established {
     pub(crate) leftover: BytesMut,
     /// permessage-deflate, if the server accepted it.
     pub(crate) deflate: Option<Negotiated>,
+    /// The subprotocol the server chose.
+    pub(crate) protocol: Option<String>,
 }
 
 /// Connects (over `over`, a stream the application opened, when given) and completes the
@@ -199,11 +238,12 @@ pub(crate) async fn establish(
             Some(stream) => stream,
             None => open(target, options).await?,
         };
-        let (leftover, deflate) = handshake(&mut stream, target, headers, &options.deflate).await?;
+        let (leftover, accepted) = handshake(&mut stream, target, headers, options).await?;
         Ok(Established {
             stream,
             leftover,
-            deflate,
+            deflate: accepted.deflate,
+            protocol: accepted.protocol,
         })
     };
     match tokio::time::timeout(options.connect_timeout, attempt).await {
@@ -295,23 +335,20 @@ async fn handshake(
     stream: &mut Stream,
     target: &Target,
     headers: &[(String, String)],
-    deflate: &PerMessageDeflate,
-) -> Result<(BytesMut, Option<Negotiated>), Error> {
-    let handshake = ClientHandshake::new(rand::random()).offer_deflate(deflate);
+    options: &ClientOptions,
+) -> Result<(BytesMut, Accepted), Error> {
+    let handshake = ClientHandshake::new(rand::random())
+        .offer_deflate(&options.deflate)
+        .offer_protocols(&options.protocols);
     let request = handshake.request(&target.host_header, &target.resource, headers);
     let io_error =
         |err| Error::with_source(ErrorKind::Handshake, "the opening handshake failed", err);
     stream.write_all(&request).await.map_err(io_error)?;
     stream.flush().await.map_err(io_error)?;
-    let offered: Vec<&str> = headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-protocol"))
-        .flat_map(|(_, value)| value.split(',').map(str::trim))
-        .collect();
     let mut buf = BytesMut::with_capacity(1024);
     loop {
-        match handshake.check_response_offering(&buf, &offered) {
-            Ok(Some(accepted)) => return Ok((buf.split_off(accepted.head_len), accepted.deflate)),
+        match handshake.check_response(&buf) {
+            Ok(Some(accepted)) => return Ok((buf.split_off(accepted.head_len), accepted)),
             Ok(None) => {}
             Err(HandshakeError::Status(status)) => {
                 return Err(Error::new(

@@ -57,6 +57,8 @@ struct ClientInner<H> {
     url: String,
     handler: H,
     data_type: DataType,
+    /// The subprotocol the server chose, set once the handshake succeeded.
+    protocol: std::sync::OnceLock<String>,
     /// True once `on_terminate` has run.
     ended: watch::Sender<bool>,
 }
@@ -179,6 +181,7 @@ impl<H: ClientHandler> WebSocket<H> {
                 format!("permessage-deflate: {why}"),
             )
         })?;
+        options.validate()?;
         let headers = request_headers(&handler.headers())?;
         let core = Core::new(next_id(), Role::Client, Status::Connecting, &options.limits);
         let ws = WebSocket {
@@ -187,6 +190,7 @@ impl<H: ClientHandler> WebSocket<H> {
                 url: url.to_owned(),
                 data_type: handler.data_type(),
                 handler,
+                protocol: std::sync::OnceLock::new(),
                 ended: watch::Sender::new(false),
             }),
         };
@@ -206,6 +210,9 @@ impl<H: ClientHandler> WebSocket<H> {
         self.inner
             .core
             .negotiated(established.deflate, &options.deflate);
+        if let Some(protocol) = &established.protocol {
+            let _ = self.inner.protocol.set(protocol.clone());
+        }
         self.shared().set_connected();
         self.guard("on_open", |h, ws| h.on_open(ws, OpenEvent::new()));
         DriverConfig::new(Role::Client, &options.limits)
@@ -254,6 +261,14 @@ impl<H: ClientHandler> WebSocket<H> {
     /// Exactly the URL given to `new` or `connect`.
     pub fn url(&self) -> &str {
         &self.inner.url
+    }
+
+    /// The subprotocol the server chose among those offered
+    /// ([`ClientOptions::protocols`](crate::ClientOptions::protocols)); `None` when it chose
+    /// none, and while the socket is still connecting. A server that chooses one the client
+    /// did not offer fails the connection (an [`ErrorKind::Handshake`] error).
+    pub fn protocol(&self) -> Option<&str> {
+        self.inner.protocol.get().map(String::as_str)
     }
 
     /// permessage-deflate as the opening handshake settled it: `None` when the server declined

@@ -88,11 +88,13 @@ impl<H: ServerHandler> WebSocketServer<H> {
                 ))
             }
         };
-        let accept = match upgrade::check(&parts) {
-            Ok(accept) => accept,
+        let mut checked = match upgrade::check(&parts) {
+            Ok(checked) => checked,
             Err(bad) => return Err(answer(stream, bad.head(), &bad.why).await),
         };
-        let (head, opening) = upgrade::response(self.endpoint().decide(&parts, remote), accept);
+        let offered = std::mem::take(&mut checked.offered);
+        let decision = self.endpoint().decide(&parts, Some(remote), offered);
+        let (head, opening) = upgrade::response(decision, checked);
         match opening {
             Some(opening) => Ok((head, opening, leftover)),
             None => Err(answer(stream, head, "refused").await),

@@ -27,6 +27,8 @@ struct ConnInner<H: ServerHandler> {
     wss: WebSocketServer<H>,
     /// The topics subscribed to; `None` once the connection has ended.
     topics: Mutex<Option<BTreeSet<String>>>,
+    /// The subprotocol agreed in the handshake.
+    protocol: Option<Box<str>>,
 }
 
 impl<H: ServerHandler> WebSocketConnection<H> {
@@ -35,6 +37,7 @@ impl<H: ServerHandler> WebSocketConnection<H> {
         handler: H::Connection,
         wss: WebSocketServer<H>,
         compression: Option<Negotiated>,
+        protocol: Option<String>,
     ) -> Self {
         let core = Core::new(id, Role::Server, Status::Connected, wss.limits());
         core.negotiated(compression, wss.deflate_settings());
@@ -44,6 +47,7 @@ impl<H: ServerHandler> WebSocketConnection<H> {
                 handler,
                 wss,
                 topics: Mutex::new(Some(BTreeSet::new())),
+                protocol: protocol.map(String::into_boxed_str),
             }),
         }
     }
@@ -66,6 +70,12 @@ impl<H: ServerHandler> WebSocketConnection<H> {
     /// The server that accepted this connection.
     pub fn wss(&self) -> &WebSocketServer<H> {
         &self.inner.wss
+    }
+
+    /// The subprotocol agreed in the opening handshake (ferrosock extension; see
+    /// [`ServerOptions::protocols`](crate::ServerOptions::protocols)), or `None`.
+    pub fn protocol(&self) -> Option<&str> {
+        self.inner.protocol.as_deref()
     }
 
     /// permessage-deflate as negotiated in the upgrade, or `None` when the client did not

@@ -23,7 +23,12 @@ use crate::proto::{CloseCode, Role};
 use crate::request::Request;
 
 impl<H: ServerHandler> Endpoint for ServerInner<H> {
-    fn decide(self: Arc<Self>, request: &http::request::Parts, remote: SocketAddr) -> Decision {
+    fn decide(
+        self: Arc<Self>,
+        request: &http::request::Parts,
+        remote: Option<SocketAddr>,
+        offered: Vec<String>,
+    ) -> Decision {
         let wss = WebSocketServer::from_inner(self);
         if wss.terminated() {
             return Decision::Refuse(StatusCode::NOT_FOUND);
@@ -34,16 +39,21 @@ impl<H: ServerHandler> Endpoint for ServerInner<H> {
                 ErrorInfo::SERVER_FULL,
                 format!(
                     "client {} refused with HTTP 503: {} connections are open (max_connections)",
-                    remote.ip().to_canonical(),
+                    remote.map_or_else(
+                        || "(address unknown)".to_owned(),
+                        |remote| remote.ip().to_canonical().to_string()
+                    ),
                     registry.max_connections()
                 ),
                 ErrorInfo::FERROSOCK,
             ));
             return Decision::Refuse(StatusCode::SERVICE_UNAVAILABLE);
         };
-        let event = ConnectionEvent {
-            request: Request::from_parts(request, remote),
-        };
+        // The server's choice: the client's first offer that it supports.
+        let supported = &wss.inner().protocols;
+        let protocol = offered.iter().find(|p| supported.contains(p)).cloned();
+        let event = ConnectionEvent::new(Request::from_parts(request, remote, offered), protocol);
+        let chosen = event.chosen();
         let mut handler = None;
         wss.guard("on_connection", |h, wss| {
             handler = Some(h.on_connection(wss, event))
@@ -63,9 +73,12 @@ impl<H: ServerHandler> Endpoint for ServerInner<H> {
             Some((agreed, response)) => (Some(agreed), Some(response)),
             None => (None, None),
         };
-        let connection = WebSocketConnection::new(next_id(), handler, wss, deflate);
+        let protocol = chosen.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let connection =
+            WebSocketConnection::new(next_id(), handler, wss, deflate, protocol.clone());
         Decision::Accept {
             extensions,
+            protocol,
             opening: Box::new(Accepted { connection, slot }),
         }
     }

@@ -4,9 +4,11 @@
 //! The web server and the WebSocket server meet only through the upgrade core
 //! ([`upgrade`]): the web server routes upgrade requests to endpoints and turns their
 //! decisions into responses; [`mount`] is where a WebSocket server is attached to a web server.
+//! [`door`] gives the same core to other HTTP servers (axum, tower, hyper).
 
 mod accept;
 mod connection;
+pub mod door;
 mod endpoint;
 mod handler;
 mod mount;

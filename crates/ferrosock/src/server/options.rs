@@ -54,6 +54,13 @@ pub struct ServerOptions {
     /// [`broadcast`](crate::WebSocketServer::broadcast) to the other nodes serving this endpoint
     /// (see [`crate::broker`]). Default: none, messages reach this server's connections only.
     pub broker: Option<Arc<dyn Broker>>,
+    /// The subprotocols this server speaks (RFC 6455 §1.9; ferrosock extension). A client's
+    /// offers are matched in the client's order: the first one listed here is chosen, and
+    /// `on_connection` can change the choice
+    /// ([`ConnectionEvent::select_protocol`](crate::ConnectionEvent::select_protocol)).
+    /// No match means no subprotocol, not a refusal: a handler that needs one refuses in
+    /// `on_connection`. Each must be an HTTP token. Default: none.
+    pub protocols: Vec<String>,
 }
 
 impl Default for ServerOptions {
@@ -66,11 +73,27 @@ impl Default for ServerOptions {
             deflate: PerMessageDeflate::default(),
             blocking_callbacks: false,
             broker: None,
+            protocols: Vec::new(),
         }
     }
 }
 
 impl ServerOptions {
+    /// Sets [`ServerOptions::protocols`], in no particular order (the client's order decides).
+    ///
+    /// ```
+    /// use ferrosock::ServerOptions;
+    /// let options = ServerOptions::default().protocols(["graphql-transport-ws", "graphql-ws"]);
+    /// assert_eq!(options.protocols.len(), 2);
+    /// ```
+    pub fn protocols<S: Into<String>>(
+        mut self,
+        protocols: impl IntoIterator<Item = S>,
+    ) -> ServerOptions {
+        self.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Sets [`ServerOptions::path`].
     pub fn path(mut self, path: impl Into<String>) -> ServerOptions {
         self.path = Some(path.into());

@@ -1,6 +1,6 @@
 //! The upgrade core: what a WebSocket server answers to an upgrade request, whatever carries
-//! the request (the web server's HTTP/1.1, a stream the application accepted itself, and,
-//! later, HTTP/2 or another framework's router).
+//! the request (the web server's HTTP/1.1 or HTTP/2, a stream the application accepted
+//! itself, another framework's router through a door).
 //!
 //! An [`Endpoint`] takes a request's parts and returns a [`Decision`]: accept, with the
 //! extensions agreed and the [`Opening`] that runs the connection once its socket is handed
@@ -16,6 +16,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use http::header::{self, HeaderValue};
 use http::StatusCode;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use super::termination::Terminating;
 use crate::conn::Stream;
@@ -36,10 +38,13 @@ pub(crate) mod defaults {
 
 /// What an endpoint answers to a valid upgrade request.
 pub(crate) enum Decision {
-    /// 101 Switching Protocols, with `Sec-WebSocket-Extensions: extensions` when some were
-    /// agreed; then `opening` runs the connection over the upgraded socket.
+    /// 101 Switching Protocols (200 for an HTTP/2 extended CONNECT), with
+    /// `Sec-WebSocket-Extensions: extensions` when some were agreed and
+    /// `Sec-WebSocket-Protocol: protocol` when one was chosen; then `opening` runs the
+    /// connection over the upgraded socket.
     Accept {
         extensions: Option<String>,
+        protocol: Option<String>,
         opening: Box<dyn Opening>,
     },
     /// Refused with this status (403 from `on_connection`, 503 when full, 404 once
@@ -50,9 +55,14 @@ pub(crate) enum Decision {
 impl std::fmt::Debug for Decision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Decision::Accept { extensions, .. } => f
+            Decision::Accept {
+                extensions,
+                protocol,
+                ..
+            } => f
                 .debug_struct("Accept")
                 .field("extensions", extensions)
+                .field("protocol", protocol)
                 .finish_non_exhaustive(),
             Decision::Refuse(status) => f.debug_tuple("Refuse").field(status).finish(),
         }
@@ -73,8 +83,14 @@ pub(crate) trait Opening: Send + 'static {
 
 /// What an HTTP layer needs of a WebSocket server, whatever its handler type.
 pub(crate) trait Endpoint: Send + Sync + 'static {
-    /// Decides on a valid upgrade request (already checked by [`check`]) from `remote`.
-    fn decide(self: Arc<Self>, request: &http::request::Parts, remote: SocketAddr) -> Decision;
+    /// Decides on a valid upgrade request (already checked by [`check`], which found the
+    /// subprotocols `offered`) from `remote` (`None`: the HTTP layer does not know it).
+    fn decide(
+        self: Arc<Self>,
+        request: &http::request::Parts,
+        remote: Option<SocketAddr>,
+        offered: Vec<String>,
+    ) -> Decision;
 
     /// Terminates the endpoint because its HTTP layer stops: close 1001 to every connection,
     /// forced after `grace`.
@@ -103,40 +119,95 @@ impl BadRequest {
     }
 }
 
-/// Checks an upgrade request (RFC 6455 §4.2.1): its `Sec-WebSocket-Accept`, or what is wrong.
-pub(crate) fn check(request: &http::request::Parts) -> Result<HeaderValue, BadRequest> {
-    handshake::validate_request(&request.method, request.version, &request.headers).map_err(|err| {
-        BadRequest {
-            status: err.status(),
-            why: err.to_string(),
-        }
-    })
+/// A valid opening handshake, as [`check`] found it.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    /// `Some(accept)`: an HTTP/1.1 upgrade, answered 101 with this `Sec-WebSocket-Accept`.
+    /// `None`: an HTTP/2 extended CONNECT (RFC 8441), answered 200.
+    accept: Option<HeaderValue>,
+    /// The subprotocols offered, in the client's order.
+    pub(crate) offered: Vec<String>,
 }
 
-/// The response head of a decision on a request whose accept key is `accept`, and the opening
-/// to run once a 101 is sent.
+/// Whether a request asks for a WebSocket, either way: an HTTP/1.1 `Upgrade: websocket`, or
+/// an HTTP/2 CONNECT (extended or not: a plain one is answered by [`check`] too, with 400).
+pub(crate) fn is_websocket_request<B>(request: &http::Request<B>) -> bool {
+    if request.version() == http::Version::HTTP_2 {
+        request.method() == http::Method::CONNECT
+    } else {
+        handshake::is_upgrade_request(request.headers())
+    }
+}
+
+/// Checks an opening handshake: an HTTP/1.1 upgrade (RFC 6455 §4.2.1) or an HTTP/2 extended
+/// CONNECT (RFC 8441 §4), and the subprotocols it offers; or says what is wrong.
+pub(crate) fn check(request: &http::request::Parts) -> Result<Checked, BadRequest> {
+    let bad = |err: handshake::HandshakeError| BadRequest {
+        status: err.status(),
+        why: err.to_string(),
+    };
+    let accept = if request.version == http::Version::HTTP_2 {
+        let protocol = request.extensions.get::<hyper::ext::Protocol>();
+        handshake::validate_extended_connect(
+            &request.method,
+            protocol.map(hyper::ext::Protocol::as_str),
+            &request.headers,
+        )
+        .map_err(bad)?;
+        None
+    } else {
+        let accept =
+            handshake::validate_request(&request.method, request.version, &request.headers)
+                .map_err(bad)?;
+        Some(accept)
+    };
+    let offered = handshake::offered_protocols(&request.headers).map_err(bad)?;
+    Ok(Checked { accept, offered })
+}
+
+/// The response head of a decision on a `checked` request, and the opening to run once it is
+/// sent.
 pub(crate) fn response(
     decision: Decision,
-    accept: HeaderValue,
+    checked: Checked,
 ) -> (http::Response<()>, Option<Box<dyn Opening>>) {
     match decision {
         Decision::Accept {
             extensions,
+            protocol,
             opening,
         } => {
             let mut response = http::Response::new(());
-            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            if checked.accept.is_some() {
+                *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            }
+            // RFC 8441 §5: over HTTP/2 a 200 opens the stream; no key, no accept, no Upgrade.
             let headers = response.headers_mut();
-            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+            if let Some(accept) = checked.accept {
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+            }
             if let Some(extensions) = extensions.and_then(|e| HeaderValue::from_str(&e).ok()) {
                 headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
+            }
+            // A token, chosen among the offers: always a valid value.
+            if let Some(protocol) = protocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+                headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
             }
             (response, Some(opening))
         }
         Decision::Refuse(status) => (refusal(status), None),
     }
+}
+
+/// Whether a response head of the upgrade core accepts the WebSocket (101, or 200 over
+/// HTTP/2): no body follows it.
+pub(crate) fn is_accepted(head: &http::Response<()>) -> bool {
+    matches!(
+        head.status(),
+        StatusCode::SWITCHING_PROTOCOLS | StatusCode::OK
+    )
 }
 
 /// A refusal's head: the status, with a short plain-text body that [`refusal_text`] gives.
@@ -158,8 +229,55 @@ pub(crate) fn refusal_text(status: StatusCode) -> &'static str {
         StatusCode::FORBIDDEN => "Forbidden",
         StatusCode::NOT_FOUND => "Not Found",
         StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable",
+        StatusCode::TOO_MANY_REQUESTS => "Too Many Requests",
         StatusCode::REQUEST_TIMEOUT => "Request Timeout",
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "Request Header Fields Too Large",
         _ => "Internal Server Error",
+    }
+}
+
+/// Once the answer is out: waits for hyper to hand the connection over (an HTTP/1.1 socket,
+/// or an HTTP/2 stream), then runs it.
+pub(crate) async fn open_upgraded(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    opening: Box<dyn Opening>,
+) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(err) => {
+            return opening.failed(format!(
+                "an accepted upgrade did not complete (the answer could not be sent, or the \
+                 HTTP server does not hand upgraded connections over): {err}"
+            ))
+        }
+    };
+    let (stream, read_buf) = unbox(upgraded);
+    opening.open(stream, read_buf).await;
+}
+
+/// The connection inside hyper's `Upgraded`, taken out of its box when it is a socket of a
+/// known type — the web server's own, or the `TokioIo<TcpStream>` of hyper-util's servers
+/// (and so axum's): that removes a dynamic call from every read and write. Taken out before
+/// the connection runs, with a copy of what hyper read past the request: hyper's read buffer
+/// must not stay alive for the connection's whole life (5 KB per idle connection). An HTTP/2
+/// stream, or a socket of another type, stays in the box.
+fn unbox(upgraded: hyper::upgrade::Upgraded) -> (Stream, BytesMut) {
+    let upgraded = match upgraded.downcast::<TokioIo<Stream>>() {
+        Ok(parts) => return (parts.io.into_inner(), BytesMut::from(&parts.read_buf[..])),
+        Err(upgraded) => upgraded,
+    };
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let stream = Stream::Plain(parts.io.into_inner());
+            return (stream, BytesMut::from(&parts.read_buf[..]));
+        }
+        Err(upgraded) => upgraded,
+    };
+    match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded) {
+        Ok(parts) => {
+            let stream = Stream::Plain(parts.io.into_inner());
+            (stream, BytesMut::from(&parts.read_buf[..]))
+        }
+        Err(upgraded) => (Stream::from_io(TokioIo::new(upgraded)), BytesMut::new()),
     }
 }

@@ -47,6 +47,26 @@ pub struct WebServerOptions {
     /// plain HTTP. Default: none.
     pub tls: Option<TlsFiles>,
     pub(super) assets: HashMap<String, Asset>,
+    /// Speak HTTP/2 beside HTTP/1.1 on the same port: by ALPN (`h2`) over TLS, by prior
+    /// knowledge (the client's connection preface) in plain text. WebSockets then open as
+    /// extended CONNECT streams (RFC 8441; `SETTINGS_ENABLE_CONNECT_PROTOCOL` is advertised).
+    /// Default: `true`.
+    pub http2: bool,
+    /// The most streams one HTTP/2 connection may have open at once — WebSockets and
+    /// requests — advertised as `SETTINGS_MAX_CONCURRENT_STREAMS`; a client that opens more
+    /// gets `RST_STREAM(REFUSED_STREAM)`. Default: 128.
+    pub http2_max_streams: u32,
+    /// The flow-control window of each HTTP/2 stream, in bytes: how much a peer may send on
+    /// one WebSocket before the server has read it. The connection's window is this times
+    /// [`http2_max_streams`](Self::http2_max_streams) (at most 2³¹ − 1), so that one stream
+    /// the application does not read cannot stall the others. Default: 256 KiB.
+    pub http2_stream_window: u32,
+    /// How many WebSockets one HTTP/2 connection may open per second, after a burst of
+    /// [`http2_max_streams`](Self::http2_max_streams): beyond it, extended CONNECTs get 429
+    /// without reaching `on_connection`. A client that opens and resets streams in a loop
+    /// (Rapid Reset, CVE-2023-44487) cannot make the server run `on_connection` faster.
+    /// Default: 100.
+    pub http2_websockets_per_second: u32,
 }
 
 /// A certificate chain and its private key, both PEM files.
@@ -75,6 +95,10 @@ impl Default for WebServerOptions {
             max_request_head_size: defaults::MAX_REQUEST_HEAD_SIZE,
             tls: None,
             assets: HashMap::new(),
+            http2: true,
+            http2_max_streams: 128,
+            http2_stream_window: 256 << 10,
+            http2_websockets_per_second: 100,
         }
     }
 }
@@ -108,6 +132,30 @@ impl WebServerOptions {
     /// [`WebServer::start`]).
     pub fn max_request_head_size(mut self, max: usize) -> WebServerOptions {
         self.max_request_head_size = max;
+        self
+    }
+
+    /// Sets [`WebServerOptions::http2`].
+    pub fn http2(mut self, enabled: bool) -> WebServerOptions {
+        self.http2 = enabled;
+        self
+    }
+
+    /// Sets [`WebServerOptions::http2_max_streams`].
+    pub fn http2_max_streams(mut self, max: u32) -> WebServerOptions {
+        self.http2_max_streams = max;
+        self
+    }
+
+    /// Sets [`WebServerOptions::http2_stream_window`].
+    pub fn http2_stream_window(mut self, bytes: u32) -> WebServerOptions {
+        self.http2_stream_window = bytes;
+        self
+    }
+
+    /// Sets [`WebServerOptions::http2_websockets_per_second`].
+    pub fn http2_websockets_per_second(mut self, rate: u32) -> WebServerOptions {
+        self.http2_websockets_per_second = rate;
         self
     }
 

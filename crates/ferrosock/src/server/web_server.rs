@@ -1,6 +1,7 @@
-//! `WebServer`: the HTTP/1.1 server WebSocket servers attach to (4D's web server). It serves
-//! static files and embedded assets, answers 404 for the rest, and routes WebSocket upgrades by
-//! path to the attached [`WebSocketServer`](super::WebSocketServer)s.
+//! `WebServer`: the HTTP/1.1 and HTTP/2 server WebSocket servers attach to (4D's web server).
+//! It serves static files and embedded assets, answers 404 for the rest, and routes WebSocket
+//! upgrades (HTTP/1.1) and extended CONNECTs (HTTP/2, RFC 8441) by path to the attached
+//! [`WebSocketServer`](super::WebSocketServer)s.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -11,13 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,14 +27,13 @@ use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
 use super::termination::Terminating;
-use super::upgrade::{self, defaults, Endpoint, Opening};
+use super::upgrade::{self, defaults, Endpoint};
 use super::web_options::Asset;
 use super::web_options::WebServerOptions;
 use crate::conn::Stream;
 use crate::error::{Error, ErrorKind};
-use crate::proto::handshake;
 
-/// An HTTP/1.1 server that WebSocket servers attach to; 4D's web server.
+/// An HTTP/1.1 and HTTP/2 server that WebSocket servers attach to; 4D's web server.
 ///
 /// A cheap handle: clones refer to the same server. The server runs until [`stop`] is called,
 /// whether or not handles remain.
@@ -64,13 +64,25 @@ pub(crate) struct WebInner {
     max_request_headers: usize,
     max_request_head_size: usize,
     shutdown_timeout: Duration,
+    /// `None`: HTTP/1.1 only.
+    http2: Option<Http2>,
     runtime: tokio::runtime::Handle,
     /// Cancelled by `stop`: stop accepting, finish HTTP requests in flight.
     stopping: CancellationToken,
+    /// Cancelled by `stop` once every WebSocket got its close: HTTP/2 connections send GOAWAY.
+    websockets_closed: CancellationToken,
     /// Cancelled when `stop`'s grace period is over: drop HTTP connections still open.
     forced: CancellationToken,
     http_connections: TaskTracker,
     accept_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The HTTP/2 settings of [`WebServerOptions`].
+#[derive(Clone, Copy, Debug)]
+struct Http2 {
+    max_streams: u32,
+    stream_window: u32,
+    websockets_per_second: u32,
 }
 
 #[derive(Default)]
@@ -102,6 +114,7 @@ impl WebServer {
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
                 &files.cert_chain,
                 &files.key,
+                options.http2,
             )?)),
             None => None,
         };
@@ -130,8 +143,14 @@ impl WebServer {
             max_request_headers: options.max_request_headers,
             max_request_head_size: options.max_request_head_size,
             shutdown_timeout: options.shutdown_timeout,
+            http2: options.http2.then_some(Http2 {
+                max_streams: options.http2_max_streams.max(1),
+                stream_window: options.http2_stream_window.clamp(1 << 14, MAX_WINDOW),
+                websockets_per_second: options.http2_websockets_per_second.max(1),
+            }),
             runtime: tokio::runtime::Handle::current(),
             stopping: CancellationToken::new(),
+            websockets_closed: CancellationToken::new(),
             forced: CancellationToken::new(),
             http_connections: TaskTracker::new(),
             accept_task: Mutex::new(None),
@@ -289,6 +308,8 @@ impl WebInner {
             // Each one forces its stragglers at the deadline, so this wait is bounded.
             handle.await;
         }
+        // Every WebSocket has had its close: HTTP/2 connections may now send GOAWAY.
+        self.websockets_closed.cancel();
         self.http_connections.close();
         if tokio::time::timeout_at(deadline, self.http_connections.wait())
             .await
@@ -300,35 +321,54 @@ impl WebInner {
         tracing::info!(local_addr = %self.local_addr, "web server stopped");
     }
 
+    /// Answers one request; `opens` limits the WebSockets an HTTP/2 connection opens.
     async fn handle(
         self: Arc<Self>,
         request: http::Request<Incoming>,
         remote: SocketAddr,
+        opens: Option<&Mutex<OpenRate>>,
     ) -> Response<Body> {
-        if handshake::is_upgrade_request(request.headers()) {
-            return self.upgrade(request, remote);
+        if upgrade::is_websocket_request(&request) {
+            return self.upgrade(request, remote, opens);
         }
         self.serve_file(request).await
     }
 
-    /// Answers an upgrade request with the decision of the endpoint at its path; after a 101,
-    /// hands the socket to the endpoint's opening.
-    fn upgrade(&self, mut request: http::Request<Incoming>, remote: SocketAddr) -> Response<Body> {
-        let Some(endpoint) = self.route(request.uri().path()) else {
-            return text_response(StatusCode::NOT_FOUND, "Not Found");
-        };
+    /// Answers an upgrade request (HTTP/1.1) or an extended CONNECT (HTTP/2) with the decision
+    /// of the endpoint at its path; once accepted, hands the socket (the stream) to the
+    /// endpoint's opening.
+    fn upgrade(
+        &self,
+        mut request: http::Request<Incoming>,
+        remote: SocketAddr,
+        opens: Option<&Mutex<OpenRate>>,
+    ) -> Response<Body> {
         let on_upgrade = hyper::upgrade::on(&mut request);
         let (parts, _body) = request.into_parts();
-        let accept = match upgrade::check(&parts) {
-            Ok(accept) => accept,
+        // Checked before routing: an HTTP/2 CONNECT without `:protocol` has no path.
+        let mut checked = match upgrade::check(&parts) {
+            Ok(checked) => checked,
             Err(bad) => {
                 tracing::debug!(%remote, "bad upgrade request: {}", bad.why);
                 return with_body(bad.head());
             }
         };
-        let (head, opening) = upgrade::response(endpoint.decide(&parts, remote), accept);
+        let Some(endpoint) = self.route(parts.uri.path()) else {
+            return text_response(StatusCode::NOT_FOUND, "Not Found");
+        };
+        if let Some(opens) = opens {
+            let allowed = opens.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if !allowed {
+                tracing::debug!(%remote, "HTTP/2 connection opening WebSockets too fast: 429");
+                return with_body(upgrade::refusal(StatusCode::TOO_MANY_REQUESTS));
+            }
+        }
+        let offered = std::mem::take(&mut checked.offered);
+        let decision = endpoint.decide(&parts, Some(remote), offered);
+        let (head, opening) = upgrade::response(decision, checked);
         if let Some(opening) = opening {
-            self.runtime.spawn(open_upgraded(on_upgrade, opening));
+            self.runtime
+                .spawn(upgrade::open_upgraded(on_upgrade, opening));
         }
         with_body(head)
     }
@@ -415,11 +455,134 @@ async fn accept_loop(inner: Arc<WebInner>, listener: TcpListener) {
 /// hyper's smallest read buffer.
 const MIN_HEAD_SIZE: usize = 8192;
 
+/// The largest HTTP/2 flow-control window (RFC 9113 §6.9.1).
+const MAX_WINDOW: u32 = (1 << 31) - 1;
+
+/// What a client speaking HTTP/2 with prior knowledge sends first (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves one HTTP connection, in HTTP/2 if the client asked for it (ALPN over TLS, the
+/// preface in plain text) and the server speaks it, in HTTP/1.1 otherwise.
 async fn serve_http(inner: Arc<WebInner>, stream: Stream, remote: SocketAddr) {
+    let http2 = match (&inner.http2, &stream) {
+        (None, _) => None,
+        (Some(http2), Stream::ServerTls(tls)) => {
+            let alpn = tls.get_ref().1.alpn_protocol();
+            (alpn == Some(crate::tls::ALPN_H2)).then_some(*http2)
+        }
+        (Some(http2), Stream::Plain(tcp)) => {
+            let preface = tokio::time::timeout(inner.handshake_timeout, starts_with_preface(tcp));
+            matches!(preface.await, Ok(true)).then_some(*http2)
+        }
+        (Some(_), _) => None,
+    };
+    match http2 {
+        Some(settings) => serve_http2(inner, stream, remote, settings).await,
+        None => serve_http1(inner, stream, remote).await,
+    }
+}
+
+/// Whether the client's first bytes are the HTTP/2 preface, peeked at (not consumed).
+async fn starts_with_preface(tcp: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0; PREFACE.len()];
+    loop {
+        let n = match tcp.peek(&mut buf).await {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if n == 0 || buf[..n] != PREFACE[..n] {
+            return false;
+        }
+        if n == PREFACE.len() {
+            return true;
+        }
+        // Part of the preface (it is sent in one segment in practice): peek again shortly.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The WebSockets an HTTP/2 connection may still open: a token bucket of
+/// `http2_max_streams` tokens, refilled at `http2_websockets_per_second`.
+#[derive(Debug)]
+struct OpenRate {
+    tokens: f64,
+    burst: f64,
+    per_second: f64,
+    last: tokio::time::Instant,
+}
+
+impl OpenRate {
+    fn new(settings: &Http2) -> OpenRate {
+        let burst = f64::from(settings.max_streams);
+        OpenRate {
+            tokens: burst,
+            burst,
+            per_second: f64::from(settings.websockets_per_second),
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one.
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+/// Serves an HTTP/2 connection: requests, and WebSockets on extended CONNECT streams.
+async fn serve_http2(inner: Arc<WebInner>, stream: Stream, remote: SocketAddr, settings: Http2) {
+    let opens = Arc::new(Mutex::new(OpenRate::new(&settings)));
     let service_inner = inner.clone();
     let service = hyper::service::service_fn(move |request| {
         let inner = service_inner.clone();
-        async move { Ok::<_, Infallible>(inner.handle(request, remote).await) }
+        let opens = opens.clone();
+        async move { Ok::<_, Infallible>(inner.handle(request, remote, Some(&opens)).await) }
+    });
+    let connection_window = settings
+        .stream_window
+        .saturating_mul(settings.max_streams)
+        .min(MAX_WINDOW);
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .enable_connect_protocol()
+        .max_concurrent_streams(settings.max_streams)
+        .initial_stream_window_size(settings.stream_window)
+        .initial_connection_window_size(connection_window)
+        .max_header_list_size(u32::try_from(inner.max_request_head_size).unwrap_or(u32::MAX));
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(%remote, "HTTP/2 connection ended: {err}");
+            }
+            return;
+        }
+        // RFC 8441 §5 and RFC 9113 §6.8: the WebSockets on this connection get their close
+        // (1001) first, then GOAWAY; requests in flight finish.
+        _ = inner.websockets_closed.cancelled() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = inner.forced.cancelled() => {}
+    }
+}
+
+/// Serves an HTTP/1.1 connection, where a WebSocket takes the connection over.
+async fn serve_http1(inner: Arc<WebInner>, stream: Stream, remote: SocketAddr) {
+    let service_inner = inner.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let inner = service_inner.clone();
+        async move { Ok::<_, Infallible>(inner.handle(request, remote, None).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -472,33 +635,9 @@ pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<
 /// the status for a refusal.
 fn with_body(head: http::Response<()>) -> Response<Body> {
     let status = head.status();
-    if status == StatusCode::SWITCHING_PROTOCOLS {
+    if upgrade::is_accepted(&head) {
         head.map(|()| Empty::new().map_err(|never| match never {}).boxed_unsync())
     } else {
         head.map(|()| full(Bytes::from_static(upgrade::refusal_text(status).as_bytes())))
     }
-}
-
-/// After a 101: waits for hyper to hand the socket over, then runs the connection.
-async fn open_upgraded(on_upgrade: hyper::upgrade::OnUpgrade, opening: Box<dyn Opening>) {
-    let upgraded = match on_upgrade.await {
-        Ok(upgraded) => upgraded,
-        Err(err) => {
-            return opening.failed(format!(
-                "an accepted upgrade did not complete (the 101 could not be sent): {err}"
-            ))
-        }
-    };
-    // The web server serves every connection as `TokioIo<Stream>`; taking it back out of
-    // hyper's `Upgraded` box removes a dynamic call from every read and write.
-    // Taken out before the connection runs: hyper's `read_buf` shares its read buffer, which
-    // the connection must not keep alive for its whole life (5 KB per idle connection).
-    let (stream, read_buf) = match upgraded.downcast::<TokioIo<Stream>>() {
-        Ok(parts) => (parts.io.into_inner(), BytesMut::from(&parts.read_buf[..])),
-        Err(_) => {
-            return opening
-                .failed("an upgraded connection of an unexpected type: closed".to_owned())
-        }
-    };
-    opening.open(stream, read_buf).await;
 }

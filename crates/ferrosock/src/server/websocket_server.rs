@@ -58,6 +58,8 @@ pub(super) struct ServerInner<H: ServerHandler> {
     pub(super) data_type: DataType,
     pub(super) limits: Limits,
     pub(super) deflate: PerMessageDeflate,
+    /// [`ServerOptions::protocols`].
+    pub(super) protocols: Vec<String>,
     /// [`ServerOptions::blocking_callbacks`].
     pub(super) blocking_callbacks: bool,
     /// This server's id among the nodes of its broker: copies of its own messages coming back
@@ -123,6 +125,16 @@ impl<H: ServerHandler> WebSocketServer<H> {
                 "max_connections must be at least 1",
             ));
         }
+        if let Some(bad) = options
+            .protocols
+            .iter()
+            .find(|p| !crate::proto::handshake::is_token(p.as_bytes()))
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("subprotocol {bad:?} is not an HTTP token (RFC 7230 §3.2.6)"),
+            ));
+        }
         if options.blocking_callbacks
             && runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
         {
@@ -138,6 +150,7 @@ impl<H: ServerHandler> WebSocketServer<H> {
             data_type: options.data_type,
             limits: options.limits,
             deflate: options.deflate,
+            protocols: options.protocols,
             blocking_callbacks: options.blocking_callbacks,
             node: rand::random(),
             broker: options.broker,

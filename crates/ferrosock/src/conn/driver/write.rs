@@ -87,6 +87,12 @@ where
             let written = if count == 0 {
                 // Only empty frames would be possible here, and every frame has a header.
                 0
+            } else if count > 1 && !self.io.is_write_vectored() && iov[0].len() < MAX_GATHER {
+                // A stream that writes one buffer per call (an HTTP/2 stream, where each write
+                // is a DATA frame): small slices gathered into one, not a DATA frame per frame
+                // header and payload. A large first slice goes as it is.
+                let gathered = gather(&iov[..count]);
+                std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &gathered))?
             } else {
                 std::task::ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &iov[..count]))?
             };
@@ -120,4 +126,21 @@ where
         shrink_if_drained(&mut self.out);
         self.callbacks.shared().release(released);
     }
+}
+
+/// The most bytes gathered into one write for a stream without vectored writes.
+const MAX_GATHER: usize = 64 << 10;
+
+/// The front of `iov` in one buffer: the slices that fit in [`MAX_GATHER`] bytes (at least the
+/// first).
+fn gather(iov: &[IoSlice<'_>]) -> Vec<u8> {
+    let total: usize = iov.iter().map(|slice| slice.len()).sum();
+    let mut gathered = Vec::with_capacity(total.min(MAX_GATHER));
+    for slice in iov {
+        if !gathered.is_empty() && gathered.len() + slice.len() > MAX_GATHER {
+            break;
+        }
+        gathered.extend_from_slice(slice);
+    }
+    gathered
 }
