@@ -304,7 +304,10 @@ async fn rapid_reset_cannot_run_on_connection_faster_than_the_limit() {
     // A burst of 16, then 50 per second over the time the script ran (measured on this
     // machine, however slow), whatever the back-to-back resets that followed did.
     let bound = 16 + (50.0 * elapsed.as_secs_f64()).ceil() as usize;
-    assert!(seen <= bound, "{seen} on_connection calls in {elapsed:?}: {lines:?}");
+    assert!(
+        seen <= bound,
+        "{seen} on_connection calls in {elapsed:?}: {lines:?}"
+    );
     // Every open of the first part that was not refused with 429 reached on_connection (the
     // back-to-back part may add some).
     assert!(seen + refused >= opened, "{seen} + {refused} < {opened}");

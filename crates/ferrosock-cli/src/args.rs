@@ -84,6 +84,10 @@ pub struct ConnectArgs {
     /// Trust the CA certificates of this PEM file (besides the system's) for wss://.
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// Offer this subprotocol (repeat for more, in order of preference); the one the server
+    /// agrees to is printed on stderr.
+    #[arg(long = "protocol", value_name = "NAME", value_parser = token)]
+    pub protocols: Vec<String>,
     /// Send each line as a binary message instead of a text one.
     #[arg(long)]
     pub binary: bool,
@@ -131,6 +135,10 @@ pub struct EchoArgs {
     /// message), always (every echo compressed, for conformance runs), never.
     #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = compress)]
     pub compress: ferrosock::Compress,
+    /// A subprotocol this server speaks (repeat for more): the first of a client's offers,
+    /// in the client's order, that is listed here is agreed; no match means none.
+    #[arg(long = "protocol", value_name = "NAME", value_parser = token)]
+    pub protocols: Vec<String>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -222,6 +230,14 @@ fn broker(value: &str) -> Result<String, String> {
     match scheme {
         Some("redis" | "rediss" | "nats" | "tls") => Ok(value.to_owned()),
         _ => Err("expected redis://HOST:PORT or nats://HOST:PORT".to_owned()),
+    }
+}
+
+fn token(value: &str) -> Result<String, String> {
+    if ferrosock::proto::handshake::is_token(value.as_bytes()) {
+        Ok(value.to_owned())
+    } else {
+        Err("a subprotocol must be an HTTP token: letters, digits and !#$%&'*+-.^_`|~".to_owned())
     }
 }
 

@@ -90,6 +90,8 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     if args.no_deflate {
         options = options.deflate(ferrosock::PerMessageDeflate::disabled());
     }
+    let offered = !args.protocols.is_empty();
+    options = options.protocols(args.protocols);
     let quiet_period = Duration::from_secs_f64(args.quiet_period);
     let handler = Terminal {
         activity: Notify::new(),
@@ -105,6 +107,12 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     let ws = WebSocket::connect_with(&args.url, handler, options)
         .await
         .with_context(|| format!("cannot connect to {}", args.url))?;
+    if offered {
+        match ws.protocol() {
+            Some(protocol) => note(format_args!("ferrosock: subprotocol: {protocol}")),
+            None => note(format_args!("ferrosock: subprotocol: none agreed")),
+        }
+    }
 
     let mut lines = BufReader::new(tokio::io::stdin()).split(b'\n');
     let closed = ws.closed();

@@ -182,7 +182,9 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
     WebSocketServer::new(
         &web,
         echo,
-        server_options(&args.common).data_type(DataType::Auto),
+        server_options(&args.common)
+            .data_type(DataType::Auto)
+            .protocols(args.protocols),
     )
     .context("cannot attach the echo server")?;
     let ws = if web.is_tls() { "wss" } else { "ws" };

@@ -289,6 +289,51 @@ fn a_piped_connect_prints_every_reply_before_it_closes() {
 }
 
 #[test]
+fn echo_and_connect_agree_on_a_subprotocol() {
+    let (_server, addr) = spawn(&[
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--protocol",
+        "chat",
+        "--protocol",
+        "stomp",
+    ]);
+    let url = format!("ws://{addr}/");
+    // The client's order decides among those the server speaks.
+    let offer = [
+        "--protocol",
+        "mqtt",
+        "--protocol",
+        "stomp",
+        "--protocol",
+        "chat",
+    ];
+    let (status, stdout, stderr) = connect(&[&[url.as_str()][..], &offer].concat(), "hi\n");
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout, "hi\n");
+    assert!(
+        stderr.contains("ferrosock: subprotocol: stomp\n"),
+        "{stderr}"
+    );
+    // No match is no subprotocol, not a refusal.
+    let (status, stdout, stderr) = connect(&[&url, "--protocol", "mqtt"], "hi\n");
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout, "hi\n");
+    assert!(
+        stderr.contains("ferrosock: subprotocol: none agreed\n"),
+        "{stderr}"
+    );
+    // Nothing offered, nothing said.
+    let (_, _, stderr) = connect(&[&url], "hi\n");
+    assert!(!stderr.contains("subprotocol"), "{stderr}");
+    // Not a token: the flag is refused before anything is sent.
+    let (status, _, stderr) = connect(&[&url, "--protocol", "a b"], "");
+    assert!(!status.success());
+    assert!(stderr.contains("must be an HTTP token"), "{stderr}");
+}
+
+#[test]
 fn connect_binary_lines_come_back_in_hex() {
     let (_server, addr) = spawn(&["echo", "--listen", "127.0.0.1:0"]);
     let (status, stdout, stderr) = connect(&[&format!("ws://{addr}/"), "--binary"], "AB\n\u{1}\n");
