@@ -6,6 +6,8 @@ mod callbacks;
 mod client;
 #[path = "it/closing.rs"]
 mod closing;
+#[path = "it/doors.rs"]
+mod doors;
 #[path = "it/http2.rs"]
 mod http2;
 #[path = "it/limits.rs"]

@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 /// `refuse`; counts `on_connection`; reports each connection's close code and HTTP version.
 struct Echo {
     seen: AtomicUsize,
+    /// The HTTP version of each request that reached `on_connection`.
+    versions: std::sync::Mutex<Vec<http::Version>>,
     ended: mpsc::UnboundedSender<String>,
 }
 
@@ -33,6 +35,7 @@ impl ServerHandler for Echo {
         e: ConnectionEvent,
     ) -> Option<EchoConnection> {
         self.seen.fetch_add(1, Ordering::SeqCst);
+        self.versions.lock().unwrap().push(e.request.http_version());
         (!e.request.url().contains("refuse")).then_some(EchoConnection)
     }
 }
@@ -62,10 +65,10 @@ struct Server {
 
 async fn server(options: WebServerOptions, tls: bool) -> Server {
     let pki = tls.then(|| TestPki::generate("http2"));
-    let mut options =
-        options
-            .listen("127.0.0.1:0")
-            .asset("/", "text/html", "<!doctype html><title>h2</title>");
+    let mut options = options
+        .listen("127.0.0.1:0")
+        .asset("/", "text/html", "<!doctype html><title>h2</title>")
+        .asset("/page.html", "text/html", PAGE);
     if let Some(pki) = &pki {
         options = options.tls(&pki.cert, &pki.key);
     }
@@ -73,6 +76,7 @@ async fn server(options: WebServerOptions, tls: bool) -> Server {
     let (tx, ended) = mpsc::unbounded_channel();
     let echo = Echo {
         seen: AtomicUsize::new(0),
+        versions: std::sync::Mutex::new(Vec::new()),
         ended: tx,
     };
     let wss = WebSocketServer::new(
@@ -91,6 +95,14 @@ async fn server(options: WebServerOptions, tls: bool) -> Server {
         pki,
     }
 }
+
+/// The page Chromium loads: a WebSocket to /echo on the page's own origin, echoing a text.
+const PAGE: &str = r#"<!doctype html><title>loading</title><script>
+const ws = new WebSocket(location.origin.replace(/^http/, 'ws') + '/echo', ['chat']);
+ws.onopen = () => ws.send('over the same connection');
+ws.onmessage = (e) => { document.title = `DONE ${e.data} (${ws.protocol}) ${ws.extensions.split(';')[0]}`; ws.close(1000); };
+ws.onerror = () => { document.title = 'FAIL the WebSocket failed'; };
+</script>"#;
 
 /// The h2 client script running one scenario; its stdout lines as they come.
 struct Script {
@@ -317,4 +329,39 @@ async fn rapid_reset_cannot_run_on_connection_faster_than_the_limit() {
         return;
     };
     assert_eq!(lines.last().unwrap(), "after them: 200 still fine");
+}
+
+/// Chromium loads a page over https, HTTP/2 (ALPN), and opens its WebSocket on the same
+/// connection (RFC 8441): the server's request says HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_opens_its_websocket_over_the_pages_http2_connection() {
+    let browser = repo_root().join(".peers/node/node_modules/playwright-core");
+    if !peer_installed(&browser, "Chromium (playwright-core)") {
+        return;
+    }
+    let server = server(WebServerOptions::default(), true).await;
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(repo_root().join("tests/interop/browser_page.mjs"))
+        .arg(format!(
+            "https://localhost:{}/page.html",
+            server.web.local_addr().port()
+        ))
+        .arg("--ignore-certificate-errors")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let output = within_for(
+        std::time::Duration::from_secs(60),
+        "Chromium",
+        command.output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "DONE over the same connection (chat) permessage-deflate\nnavigation: h2\n"
+    );
+    let versions = server.wss.handler().versions.lock().unwrap().clone();
+    assert_eq!(versions, [http::Version::HTTP_2]);
 }

@@ -86,9 +86,10 @@ impl<H: ServerHandler> WebSocketServer<H> {
     ///
     /// The request must come from hyper (its extensions hold hyper's `OnUpgrade`), and
     /// hyper's HTTP/1.1 connection must be served `with_upgrades()` (hyper-util's `auto`
-    /// builder's `serve_connection_with_upgrades`, and axum, do it). A request without
-    /// `OnUpgrade` gets 500 and `on_connection` is not called. Any path is accepted, and the
-    /// body is ignored.
+    /// builder's `serve_connection_with_upgrades`, and axum, do it). A request that is no
+    /// handshake gets 400 (426 for another WebSocket version), a handshake without
+    /// `OnUpgrade` gets 500, and `on_connection` is called for neither. Any path is accepted,
+    /// and the body is ignored.
     ///
     /// ```no_run
     /// # use ferrosock::*;
@@ -110,23 +111,24 @@ impl<H: ServerHandler> WebSocketServer<H> {
     /// ```
     pub fn upgrade<B>(&self, mut request: http::Request<B>) -> http::Response<Body> {
         let remote = remote_addr(request.extensions());
-        let shown = remote.map_or_else(|| "(address unknown)".to_owned(), |r| r.to_string());
-        let Some(on_upgrade) = request
+        let on_upgrade = request
             .extensions_mut()
-            .remove::<hyper::upgrade::OnUpgrade>()
-        else {
-            tracing::error!(
-                "a WebSocket handshake that did not come from hyper (no OnUpgrade): 500"
-            );
-            return with_body(upgrade::refusal(StatusCode::INTERNAL_SERVER_ERROR));
-        };
+            .remove::<hyper::upgrade::OnUpgrade>();
         let (parts, _body) = request.into_parts();
         let mut checked = match upgrade::check(&parts) {
             Ok(checked) => checked,
             Err(bad) => {
+                let shown = remote.map_or_else(|| "(unknown)".to_owned(), |r| r.to_string());
                 tracing::debug!(remote = %shown, "bad upgrade request: {}", bad.why);
                 return with_body(bad.head());
             }
+        };
+        // hyper puts it in every upgrade request and CONNECT it serves.
+        let Some(on_upgrade) = on_upgrade else {
+            tracing::error!(
+                "a WebSocket handshake that did not come from hyper (no OnUpgrade): 500"
+            );
+            return with_body(upgrade::refusal(StatusCode::INTERNAL_SERVER_ERROR));
         };
         let offered = std::mem::take(&mut checked.offered);
         let decision = self.endpoint().decide(&parts, remote, offered);
