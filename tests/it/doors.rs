@@ -106,6 +106,8 @@ const next = (member, n) => new Promise((resolve) => {
 
 /// The axum app: `/` the page, `/hello`, and the room at `/chat` behind tower-http layers: an
 /// auth layer that refuses requests without `?token=ok` (401), a timeout and tracing.
+// The refusal is a response, as tower-http's validation closure must return it.
+#[allow(clippy::result_large_err)]
 fn axum_app(room: &WebSocketServer<Room>) -> axum::Router {
     let guarded = ServiceBuilder::new()
         .layer(tower_http::trace::TraceLayer::new_for_http())

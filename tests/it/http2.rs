@@ -365,3 +365,44 @@ async fn chromium_opens_its_websocket_over_the_pages_http2_connection() {
     let versions = server.wss.handler().versions.lock().unwrap().clone();
     assert_eq!(versions, [http::Version::HTTP_2]);
 }
+
+/// nghttp (Debian nghttp2-client), a client nobody here wrote: the SETTINGS it sees, and
+/// plain requests over h2c and over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nghttp_sees_the_settings_and_gets_pages_and_404() {
+    let nghttp = std::path::Path::new("/usr/bin/nghttp");
+    if !peer_installed(nghttp, "nghttp (Debian nghttp2-client)") {
+        return;
+    }
+    for tls in [false, true] {
+        let server = server(WebServerOptions::default(), tls).await;
+        let scheme = if tls { "https" } else { "http" };
+        let base = format!("{scheme}://127.0.0.1:{}", server.web.local_addr().port());
+        for (path, status) in [("/", "200"), ("/nope", "404")] {
+            let output = within(
+                "nghttp",
+                tokio::process::Command::new(nghttp)
+                    .arg("-nv")
+                    .arg(format!("{base}{path}"))
+                    .kill_on_drop(true)
+                    .output(),
+            )
+            .await
+            .unwrap();
+            let out = String::from_utf8_lossy(&output.stdout);
+            assert!(output.status.success(), "{out}");
+            assert!(
+                out.contains("[SETTINGS_ENABLE_CONNECT_PROTOCOL(0x08):1]"),
+                "{out}"
+            );
+            assert!(
+                out.contains("[SETTINGS_MAX_CONCURRENT_STREAMS(0x03):128]"),
+                "{out}"
+            );
+            assert!(
+                out.contains(&format!(":status: {status}")),
+                "tls {tls} {path}: {out}"
+            );
+        }
+    }
+}
