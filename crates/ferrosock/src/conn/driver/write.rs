@@ -87,12 +87,18 @@ where
             let written = if count == 0 {
                 // Only empty frames would be possible here, and every frame has a header.
                 0
-            } else if count > 1 && !self.io.is_write_vectored() && iov[0].len() < MAX_GATHER {
-                // A stream that writes one buffer per call (an HTTP/2 stream, where each write
-                // is a DATA frame): small slices gathered into one, not a DATA frame per frame
-                // header and payload. A large first slice goes as it is.
-                let gathered = gather(&iov[..count]);
-                std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &gathered))?
+            } else if !self.io.is_write_vectored() {
+                // A stream that writes one buffer per call: an HTTP/2 stream, where each write
+                // is copied and becomes a DATA frame. Small slices are gathered into one write
+                // (not a DATA frame per frame header and per payload), and no write is larger
+                // than MAX_GATHER: what the stream holds beyond the budget's count while its
+                // peer's window is shut stays small.
+                if iov[0].len() >= MAX_GATHER {
+                    std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &iov[0][..MAX_GATHER]))?
+                } else {
+                    let gathered = gather(&iov[..count]);
+                    std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &gathered))?
+                }
             } else {
                 std::task::ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &iov[..count]))?
             };
@@ -131,16 +137,17 @@ where
 /// The most bytes gathered into one write for a stream without vectored writes.
 const MAX_GATHER: usize = 64 << 10;
 
-/// The front of `iov` in one buffer: the slices that fit in [`MAX_GATHER`] bytes (at least the
-/// first).
+/// The front of `iov` in one buffer: the slices that fit in [`MAX_GATHER`] bytes, and at most
+/// [`MAX_GATHER`] bytes of the one that does not.
 fn gather(iov: &[IoSlice<'_>]) -> Vec<u8> {
     let total: usize = iov.iter().map(|slice| slice.len()).sum();
     let mut gathered = Vec::with_capacity(total.min(MAX_GATHER));
     for slice in iov {
-        if !gathered.is_empty() && gathered.len() + slice.len() > MAX_GATHER {
+        let room = MAX_GATHER - gathered.len();
+        gathered.extend_from_slice(&slice[..slice.len().min(room)]);
+        if slice.len() >= room {
             break;
         }
-        gathered.extend_from_slice(slice);
     }
     gathered
 }
