@@ -587,3 +587,111 @@ async fn a_peer_close_while_our_frames_wait_is_echoed_after_them() {
     assert_eq!((ending.code, ending.was_clean), (CloseCode(4002), true));
     assert!(!ending.closed_here && !ending.is_error());
 }
+
+/// A stream that takes one buffer per write, as an HTTP/2 stream does (each write a DATA
+/// frame), and records the size of each write.
+struct OneBufferPerWrite {
+    io: DuplexStream,
+    writes: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl tokio::io::AsyncRead for OneBufferPerWrite {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for OneBufferPerWrite {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let written = std::task::ready!(std::pin::Pin::new(&mut self.io).poll_write(cx, buf))?;
+        self.writes.lock().unwrap().push(buf.len());
+        std::task::Poll::Ready(Ok(written))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_stream_without_vectored_writes_gets_whole_frames_in_writes_of_at_most_64_kib() {
+    let (ours, theirs) = tokio::io::duplex(4 << 20);
+    let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let io = OneBufferPerWrite {
+        io: ours,
+        writes: writes.clone(),
+    };
+    let limits = Limits::default().max_outgoing_bytes(4 << 20);
+    let shared = Arc::new(Shared::new(
+        Role::Server,
+        Status::Connected,
+        limits.max_outgoing_bytes,
+        limits.backpressure,
+    ));
+    shared.set_deflate(None, &PerMessageDeflate::default());
+    // Queued before the driver runs: three small messages and a large one.
+    for text in [&b"one"[..], b"two", b"three"] {
+        shared
+            .send_data(OpCode::Text, Bytes::from_static(text), Compress::Auto)
+            .unwrap();
+    }
+    let large = Bytes::from(vec![7u8; 200 << 10]);
+    shared
+        .send_data(OpCode::Binary, large.clone(), Compress::Auto)
+        .unwrap();
+    let (tx, _events) = mpsc::unbounded_channel();
+    let callbacks = Recorder {
+        shared: shared.clone(),
+        events: tx,
+    };
+    tokio::spawn(run(
+        io,
+        BytesMut::new(),
+        DriverConfig::new(Role::Server, &limits),
+        callbacks,
+    ));
+    let mut peer = Peer {
+        io: theirs,
+        decoder: Decoder::new(DecoderConfig {
+            role: Role::Client,
+            max_frame_size: 1 << 30,
+            max_message_size: 1 << 30,
+        }),
+        buf: BytesMut::new(),
+    };
+    for expected in ["one", "two", "three"] {
+        match peer.recv().await {
+            Some(Decoded::Text(text)) => assert_eq!(&text[..], expected),
+            other => panic!("expected {expected}, got {other:?}"),
+        }
+    }
+    match peer.recv().await {
+        Some(Decoded::Binary(bytes)) => assert_eq!(bytes, large),
+        other => panic!("expected the large message, got {other:?}"),
+    }
+    let writes = writes.lock().unwrap().clone();
+    // The first write holds the three small frames whole and the start of the large one: no
+    // write of a lone header.
+    assert_eq!(writes[0], 64 << 10, "{writes:?}");
+    assert!(writes.iter().all(|&size| size <= 64 << 10), "{writes:?}");
+    let total: usize = writes.iter().sum();
+    assert_eq!(total, 5 + 5 + 7 + 10 + (200 << 10), "{writes:?}");
+}
