@@ -424,6 +424,27 @@ def scenario_rapid_reset(c, path):
     print(f"ELAPSED {time.monotonic() - started:.3f}", flush=True)
 
 
+def alpn_fallback(addr, ca, path):
+    """A TLS client offering only http/1.1 gets HTTP/1.1, and its upgrade a 101."""
+    host, port = addr.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=ca)
+    context.set_alpn_protocols(["http/1.1"])
+    sock = context.wrap_socket(socket.create_connection((host, int(port)), timeout=TIMEOUT),
+                               server_hostname="localhost")
+    print("alpn:", sock.selected_alpn_protocol())
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = sock.recv(4096)
+        if not data:
+            fail("the server closed the connection")
+        head += data
+    print("answer:", head.split(b"\r\n")[0].decode())
+
+
 SCENARIOS = {
     "basics": scenario_basics,
     "refusals": scenario_refusals,
@@ -441,6 +462,10 @@ def main():
     scenario, addr = args[0], args[1]
     tls = args[args.index("--tls") + 1] if "--tls" in args else None
     path = args[args.index("--path") + 1] if "--path" in args else "/"
+    if scenario == "alpn-fallback":
+        alpn_fallback(addr, tls, path)
+        print("DONE", flush=True)
+        return
     client = Client(addr, tls_ca=tls)
     SCENARIOS[scenario](client, path)
     print("DONE", flush=True)

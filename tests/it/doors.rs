@@ -246,7 +246,7 @@ async def main(base, path):
         except InvalidStatus as e:
             print("refused:", e.response.status_code)
         url = base + path + "?token=ok"
-        async with connect(url, subprotocols=["stomp", "chat"]) as a:
+        async with connect(url, subprotocols=["stomp", "mqtt", "chat"]) as a:
             print("a:", await a.recv(), a.subprotocol)
             async with connect(url) as b:
                 print("b:", await b.recv(), b.subprotocol)
@@ -276,7 +276,7 @@ const opened = (ws) => new Promise((resolve, reject) => { ws.once('open', resolv
   });
   console.log('refused:', status);
   const url = base + path + '?token=ok';
-  const a = new WebSocket(url, ['stomp', 'chat']);
+  const a = new WebSocket(url, ['stomp', 'mqtt', 'chat']);
   let got = next(a);
   await opened(a);
   console.log('a:', await got, a.protocol);
@@ -337,8 +337,9 @@ async fn run_peer(python: bool, program: &str, args: &[&str]) -> Option<String> 
     Some(stdout)
 }
 
+/// The server lists chat, then mqtt; the client offers stomp, mqtt, chat: its order wins.
 const CHAT_SEEN: &str = "refused: 401
-a: welcome chat chat
+a: welcome mqtt mqtt
 b: welcome - None
 a: joined
 a: hello from b
@@ -367,9 +368,9 @@ async fn chat_through(addr: SocketAddr, path: &str, room: &WebSocketServer<Room>
     assert_eq!(
         seen,
         [
-            r#"127.0.0.1 HTTP/1.1 ["stomp", "chat"]"#,
+            r#"127.0.0.1 HTTP/1.1 ["stomp", "mqtt", "chat"]"#,
             "127.0.0.1 HTTP/1.1 []",
-            r#"127.0.0.1 HTTP/1.1 ["stomp", "chat"]"#,
+            r#"127.0.0.1 HTTP/1.1 ["stomp", "mqtt", "chat"]"#,
             "127.0.0.1 HTTP/1.1 []",
         ]
     );

@@ -201,6 +201,22 @@ async fn over_tls_alpn_chooses_h2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_offering_only_http_1_1_gets_http_1_1_and_its_upgrade() {
+    let server = server(WebServerOptions::default(), true).await;
+    let Some(lines) = run("alpn-fallback", &server).await else {
+        return;
+    };
+    assert_eq!(
+        lines,
+        ["alpn: http/1.1", "answer: HTTP/1.1 101 Switching Protocols"]
+    );
+    assert_eq!(
+        *server.wss.handler().versions.lock().unwrap(),
+        [http::Version::HTTP_11]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_and_bad_requests_answer_on_their_stream_only() {
     let server = server(WebServerOptions::default(), false).await;
     let Some(lines) = run("refusals", &server).await else {
