@@ -340,6 +340,25 @@ def scenario_reset(c, path):
     print("close:", close_code(c.recv(kept)[0]))
 
 
+def scenario_abort(c, path):
+    """The server drops its WebSockets without closing them: RST_STREAM(CANCEL) each, as a
+    TCP reset (RFC 8441 §5); the connection itself stays up."""
+    streams = [c.open(path)[0] for _ in range(2)]
+    for sid in streams:
+        c.send(sid, 1, b"hi")
+        c.recv(sid)
+    print("READY", flush=True)
+    c.pump(lambda: all(sid in c.resets for sid in streams))
+    names = sorted({h2.errors.ErrorCodes(c.resets[sid]).name for sid in streams})
+    print("resets:", names, "ended first:", any(sid in c.ended for sid in streams))
+    get = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(get, [(":method", "GET"), (":scheme", c.scheme), (":path", "/"),
+                              (":authority", c.authority)], end_stream=True)
+    c.flush()
+    c.pump(lambda: get in c.ended)
+    print("then GET /:", c.responses[get][":status"])
+
+
 def scenario_bad_frames(c, path):
     """DATA that is not WebSocket frames fails that stream with 1002; the others go on."""
     kept, _ = c.open(path)
@@ -451,6 +470,7 @@ SCENARIOS = {
     "many": scenario_many,
     "reset": scenario_reset,
     "bad-frames": scenario_bad_frames,
+    "abort": scenario_abort,
     "too-many": scenario_too_many,
     "shutdown": scenario_shutdown,
     "rapid-reset": scenario_rapid_reset,

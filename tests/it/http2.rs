@@ -4,6 +4,7 @@
 //! one stalled past its stream window, RST_STREAM, bad frames, too many streams, GOAWAY after
 //! the closes, Rapid Reset; over h2c (prior knowledge) and TLS (ALPN).
 
+use std::future::IntoFuture;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -268,6 +269,27 @@ async fn rst_stream_ends_only_that_websocket_with_1006() {
     let ended = within("the reset stream's end", server.ended.recv()).await;
     assert_eq!(ended.as_deref(), Some("terminate 1006"));
     assert_eq!(script.rest().await, ["close: 1000"]);
+}
+
+/// RFC 8441 §5: where RFC 6455 drops the TCP connection (`terminate_with_timeout(0)`), the
+/// stream ends with RST_STREAM(CANCEL), not END_STREAM; the HTTP/2 connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_websocket_resets_its_stream_with_cancel() {
+    let mut server = server(WebServerOptions::default(), false).await;
+    let Some(mut script) = Script::start("abort", &server) else {
+        return;
+    };
+    assert_eq!(script.line().await, "READY");
+    let terminating = server.wss.terminate_with_timeout(std::time::Duration::ZERO);
+    assert_eq!(
+        script.rest().await,
+        ["resets: ['CANCEL'] ended first: False", "then GET /: 200"]
+    );
+    within("the termination", terminating.into_future()).await;
+    for _ in 0..2 {
+        let ended = within("a connection's end", server.ended.recv()).await;
+        assert_eq!(ended.as_deref(), Some("terminate 1006"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,7 @@ mod termination;
 #[cfg(test)]
 mod tests;
 mod upgrade;
+mod web_http2;
 mod web_options;
 mod web_server;
 mod websocket_server;

@@ -129,16 +129,6 @@ pub(crate) struct Checked {
     pub(crate) offered: Vec<String>,
 }
 
-/// Whether a request asks for a WebSocket, either way: an HTTP/1.1 `Upgrade: websocket`, or
-/// an HTTP/2 CONNECT (extended or not: a plain one is answered by [`check`] too, with 400).
-pub(crate) fn is_websocket_request<B>(request: &http::Request<B>) -> bool {
-    if request.version() == http::Version::HTTP_2 {
-        request.method() == http::Method::CONNECT
-    } else {
-        handshake::is_upgrade_request(request.headers())
-    }
-}
-
 /// Checks an opening handshake: an HTTP/1.1 upgrade (RFC 6455 §4.2.1) or an HTTP/2 extended
 /// CONNECT (RFC 8441 §4), and the subprotocols it offers; or says what is wrong.
 pub(crate) fn check(request: &http::request::Parts) -> Result<Checked, BadRequest> {
@@ -147,13 +137,16 @@ pub(crate) fn check(request: &http::request::Parts) -> Result<Checked, BadReques
         why: err.to_string(),
     };
     let accept = if request.version == http::Version::HTTP_2 {
-        let protocol = request.extensions.get::<hyper::ext::Protocol>();
-        handshake::validate_extended_connect(
-            &request.method,
-            protocol.map(hyper::ext::Protocol::as_str),
-            &request.headers,
-        )
-        .map_err(bad)?;
+        // `:protocol` as hyper gives it (the doors), or as h2 does (the web server).
+        let protocol = match request.extensions.get::<hyper::ext::Protocol>() {
+            Some(protocol) => Some(protocol.as_str()),
+            None => request
+                .extensions
+                .get::<h2::ext::Protocol>()
+                .map(h2::ext::Protocol::as_str),
+        };
+        handshake::validate_extended_connect(&request.method, protocol, &request.headers)
+            .map_err(bad)?;
         None
     } else {
         let accept =

@@ -18,7 +18,7 @@ use http::{Method, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -27,11 +27,12 @@ use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
 use super::termination::Terminating;
-use super::upgrade::{self, defaults, Endpoint};
+use super::upgrade::{self, defaults, Endpoint, Opening};
 use super::web_options::Asset;
 use super::web_options::WebServerOptions;
 use crate::conn::Stream;
 use crate::error::{Error, ErrorKind};
+use crate::proto::handshake;
 
 /// An HTTP/1.1 and HTTP/2 server that WebSocket servers attach to; 4D's web server.
 ///
@@ -79,10 +80,10 @@ pub(crate) struct WebInner {
 
 /// The HTTP/2 settings of [`WebServerOptions`].
 #[derive(Clone, Copy, Debug)]
-struct Http2 {
-    max_streams: u32,
-    stream_window: u32,
-    websockets_per_second: u32,
+pub(super) struct Http2 {
+    pub(super) max_streams: u32,
+    pub(super) stream_window: u32,
+    pub(super) websockets_per_second: u32,
 }
 
 #[derive(Default)]
@@ -321,59 +322,86 @@ impl WebInner {
         tracing::info!(local_addr = %self.local_addr, "web server stopped");
     }
 
-    /// Answers one request; `opens` limits the WebSockets an HTTP/2 connection opens.
+    /// Answers one HTTP/1.1 request: an upgrade, or a file.
     async fn handle(
         self: Arc<Self>,
-        request: http::Request<Incoming>,
-        remote: SocketAddr,
-        opens: Option<&Mutex<OpenRate>>,
-    ) -> Response<Body> {
-        if upgrade::is_websocket_request(&request) {
-            return self.upgrade(request, remote, opens);
-        }
-        self.serve_file(request).await
-    }
-
-    /// Answers an upgrade request (HTTP/1.1) or an extended CONNECT (HTTP/2) with the decision
-    /// of the endpoint at its path; once accepted, hands the socket (the stream) to the
-    /// endpoint's opening.
-    fn upgrade(
-        &self,
         mut request: http::Request<Incoming>,
         remote: SocketAddr,
-        opens: Option<&Mutex<OpenRate>>,
     ) -> Response<Body> {
+        if !handshake::is_upgrade_request(request.headers()) {
+            return self.serve_file(request).await;
+        }
         let on_upgrade = hyper::upgrade::on(&mut request);
         let (parts, _body) = request.into_parts();
+        let (response, opening) = self.websocket(&parts, remote, None);
+        if let Some(opening) = opening {
+            // Once hyper sent the 101, it hands the socket over.
+            self.runtime
+                .spawn(upgrade::open_upgraded(on_upgrade, opening));
+        }
+        response
+    }
+
+    /// Answers a WebSocket handshake — an HTTP/1.1 upgrade, or an HTTP/2 CONNECT — with the
+    /// decision of the endpoint at its path: the response, and the opening to run once it is
+    /// sent. `opens` limits the WebSockets an HTTP/2 connection opens.
+    pub(super) fn websocket(
+        &self,
+        parts: &http::request::Parts,
+        remote: SocketAddr,
+        opens: Option<&Mutex<OpenRate>>,
+    ) -> (Response<Body>, Option<Box<dyn Opening>>) {
         // Checked before routing: an HTTP/2 CONNECT without `:protocol` has no path.
-        let mut checked = match upgrade::check(&parts) {
+        let mut checked = match upgrade::check(parts) {
             Ok(checked) => checked,
             Err(bad) => {
                 tracing::debug!(%remote, "bad upgrade request: {}", bad.why);
-                return with_body(bad.head());
+                return (with_body(bad.head()), None);
             }
         };
         let Some(endpoint) = self.route(parts.uri.path()) else {
-            return text_response(StatusCode::NOT_FOUND, "Not Found");
+            return (text_response(StatusCode::NOT_FOUND, "Not Found"), None);
         };
         if let Some(opens) = opens {
             let allowed = opens.lock().unwrap_or_else(|p| p.into_inner()).take();
             if !allowed {
                 tracing::debug!(%remote, "HTTP/2 connection opening WebSockets too fast: 429");
-                return with_body(upgrade::refusal(StatusCode::TOO_MANY_REQUESTS));
+                let refusal = upgrade::refusal(StatusCode::TOO_MANY_REQUESTS);
+                return (with_body(refusal), None);
             }
         }
         let offered = std::mem::take(&mut checked.offered);
-        let decision = endpoint.decide(&parts, Some(remote), offered);
+        let decision = endpoint.decide(parts, Some(remote), offered);
         let (head, opening) = upgrade::response(decision, checked);
-        if let Some(opening) = opening {
-            self.runtime
-                .spawn(upgrade::open_upgraded(on_upgrade, opening));
-        }
-        with_body(head)
+        (with_body(head), opening)
     }
 
-    async fn serve_file(&self, request: http::Request<Incoming>) -> Response<Body> {
+    /// The largest request head accepted, in bytes.
+    pub(super) fn max_request_head_size(&self) -> usize {
+        self.max_request_head_size
+    }
+
+    /// How long a request (and a TLS or HTTP/2 handshake) may take to arrive.
+    pub(super) fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// Cancelled once every WebSocket had its close, as the server stops.
+    pub(super) fn websockets_closed(&self) -> &CancellationToken {
+        &self.websockets_closed
+    }
+
+    /// Cancelled when the stop's grace period is over.
+    pub(super) fn forced(&self) -> &CancellationToken {
+        &self.forced
+    }
+
+    /// A file of the static folder or an embedded asset, or 404.
+    pub(super) async fn serve_file<B>(&self, request: http::Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         if let Some(dir) = &self.static_dir {
@@ -456,7 +484,7 @@ async fn accept_loop(inner: Arc<WebInner>, listener: TcpListener) {
 const MIN_HEAD_SIZE: usize = 8192;
 
 /// The largest HTTP/2 flow-control window (RFC 9113 §6.9.1).
-const MAX_WINDOW: u32 = (1 << 31) - 1;
+pub(super) const MAX_WINDOW: u32 = (1 << 31) - 1;
 
 /// What a client speaking HTTP/2 with prior knowledge sends first (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -477,7 +505,7 @@ async fn serve_http(inner: Arc<WebInner>, stream: Stream, remote: SocketAddr) {
         (Some(_), _) => None,
     };
     match http2 {
-        Some(settings) => serve_http2(inner, stream, remote, settings).await,
+        Some(settings) => super::web_http2::serve(inner, stream, remote, settings).await,
         None => serve_http1(inner, stream, remote).await,
     }
 }
@@ -504,7 +532,7 @@ async fn starts_with_preface(tcp: &tokio::net::TcpStream) -> bool {
 /// The WebSockets an HTTP/2 connection may still open: a token bucket of
 /// `http2_max_streams` tokens, refilled at `http2_websockets_per_second`.
 #[derive(Debug)]
-struct OpenRate {
+pub(super) struct OpenRate {
     tokens: f64,
     burst: f64,
     per_second: f64,
@@ -512,7 +540,7 @@ struct OpenRate {
 }
 
 impl OpenRate {
-    fn new(settings: &Http2) -> OpenRate {
+    pub(super) fn new(settings: &Http2) -> OpenRate {
         let burst = f64::from(settings.max_streams);
         OpenRate {
             tokens: burst,
@@ -536,53 +564,12 @@ impl OpenRate {
     }
 }
 
-/// Serves an HTTP/2 connection: requests, and WebSockets on extended CONNECT streams.
-async fn serve_http2(inner: Arc<WebInner>, stream: Stream, remote: SocketAddr, settings: Http2) {
-    let opens = Arc::new(Mutex::new(OpenRate::new(&settings)));
-    let service_inner = inner.clone();
-    let service = hyper::service::service_fn(move |request| {
-        let inner = service_inner.clone();
-        let opens = opens.clone();
-        async move { Ok::<_, Infallible>(inner.handle(request, remote, Some(&opens)).await) }
-    });
-    let connection_window = settings
-        .stream_window
-        .saturating_mul(settings.max_streams)
-        .min(MAX_WINDOW);
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .enable_connect_protocol()
-        .max_concurrent_streams(settings.max_streams)
-        .initial_stream_window_size(settings.stream_window)
-        .initial_connection_window_size(connection_window)
-        .max_header_list_size(u32::try_from(inner.max_request_head_size).unwrap_or(u32::MAX));
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(err) = result {
-                tracing::debug!(%remote, "HTTP/2 connection ended: {err}");
-            }
-            return;
-        }
-        // RFC 8441 §5 and RFC 9113 §6.8: the WebSockets on this connection get their close
-        // (1001) first, then GOAWAY; requests in flight finish.
-        _ = inner.websockets_closed.cancelled() => {}
-    }
-    connection.as_mut().graceful_shutdown();
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        _ = inner.forced.cancelled() => {}
-    }
-}
-
 /// Serves an HTTP/1.1 connection, where a WebSocket takes the connection over.
 async fn serve_http1(inner: Arc<WebInner>, stream: Stream, remote: SocketAddr) {
     let service_inner = inner.clone();
     let service = hyper::service::service_fn(move |request| {
         let inner = service_inner.clone();
-        async move { Ok::<_, Infallible>(inner.handle(request, remote, None).await) }
+        async move { Ok::<_, Infallible>(inner.handle(request, remote).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -1,0 +1,275 @@
+//! The web server's HTTP/2 (RFC 9113) connections, served with the `h2` crate: requests for
+//! files, and WebSockets on extended CONNECT streams (RFC 8441).
+//!
+//! hyper serves HTTP/2 too, but its upgraded stream cannot end with RST_STREAM: dropped, it
+//! ends with END_STREAM, and RFC 8441 §5 keeps RST_STREAM(CANCEL) for where RFC 6455 drops
+//! the TCP connection (a close timeout, an abort). Served with `h2` directly, a WebSocket's
+//! stream is an [`H2Stream`]: END_STREAM when the driver shuts it down after a close
+//! handshake, RST_STREAM(CANCEL) when it is dropped without that; and what it writes is handed
+//! to h2 only as the peer's window allows, so what waits for a stalled peer stays in the
+//! connection's queue, under its byte budget. `h2` does the framing, the flow control and the
+//! SETTINGS; this file only connects its streams to the web server.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::header;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::web_server::{Body, Http2, OpenRate, WebInner, MAX_WINDOW};
+use crate::conn::Stream;
+
+/// Serves one HTTP/2 connection until it ends, or until the web server stops: then, once every
+/// WebSocket had its close, GOAWAY, and the streams in flight finish (until `forced`).
+pub(super) async fn serve(
+    inner: Arc<WebInner>,
+    stream: Stream,
+    remote: SocketAddr,
+    settings: Http2,
+) {
+    let connection_window = settings
+        .stream_window
+        .saturating_mul(settings.max_streams)
+        .min(MAX_WINDOW);
+    let mut builder = h2::server::Builder::new();
+    builder
+        .enable_connect_protocol()
+        .max_concurrent_streams(settings.max_streams)
+        .initial_window_size(settings.stream_window)
+        .initial_connection_window_size(connection_window)
+        .max_header_list_size(u32::try_from(inner.max_request_head_size()).unwrap_or(u32::MAX));
+    let handshake = builder.handshake::<_, Bytes>(stream);
+    let mut connection = match tokio::time::timeout(inner.handshake_timeout(), handshake).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(err)) => {
+            tracing::debug!(%remote, "HTTP/2 handshake failed: {err}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "HTTP/2 handshake timed out");
+            return;
+        }
+    };
+    let opens = Arc::new(Mutex::new(OpenRate::new(&settings)));
+    let mut going_away = false;
+    loop {
+        tokio::select! {
+            next = connection.accept() => match next {
+                Some(Ok((request, respond))) => {
+                    let task = answer(inner.clone(), request, respond, remote, opens.clone());
+                    tokio::spawn(task);
+                }
+                Some(Err(err)) => {
+                    tracing::debug!(%remote, "HTTP/2 connection ended: {err}");
+                    return;
+                }
+                None => return,
+            },
+            // RFC 8441 §5 and RFC 9113 §6.8: the WebSockets on this connection get their
+            // close (1001) first, then GOAWAY; streams in flight finish.
+            _ = inner.websockets_closed().cancelled(), if !going_away => {
+                going_away = true;
+                connection.graceful_shutdown();
+            }
+            _ = inner.forced().cancelled() => return,
+        }
+    }
+}
+
+/// Answers one stream: a WebSocket's extended CONNECT, or a request for a file.
+async fn answer(
+    inner: Arc<WebInner>,
+    request: http::Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    remote: SocketAddr,
+    opens: Arc<Mutex<OpenRate>>,
+) {
+    let (parts, recv) = request.into_parts();
+    if parts.method == http::Method::CONNECT {
+        let (response, opening) = inner.websocket(&parts, remote, Some(&*opens));
+        let Some(opening) = opening else {
+            drop(recv);
+            send(respond, response).await;
+            return;
+        };
+        // A 200 without END_STREAM: the stream is the WebSocket's from here (RFC 8441 §5).
+        let (head, _) = response.into_parts();
+        match respond.send_response(http::Response::from_parts(head, ()), false) {
+            Ok(send) => {
+                let stream = H2Stream {
+                    send,
+                    recv,
+                    received: Bytes::new(),
+                    ended: false,
+                };
+                opening.open(Stream::from_io(stream), BytesMut::new()).await;
+            }
+            Err(err) => opening.failed(format!("the 200 could not be sent: {err}")),
+        }
+        return;
+    }
+    drop(recv);
+    let request = http::Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
+    let response = inner.serve_file(request).await;
+    send(respond, response).await;
+}
+
+/// Sends a response and its body, as the peer's window allows.
+async fn send(mut respond: SendResponse<Bytes>, response: http::Response<Body>) {
+    let (mut head, body) = response.into_parts();
+    // Connection-specific headers do not exist in HTTP/2 (RFC 9113 §8.2.2).
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        head.headers.remove(name);
+    }
+    let head = http::Response::from_parts(head, ());
+    if http_body::Body::is_end_stream(&body) {
+        let _ = respond.send_response(head, true);
+        return;
+    }
+    let Ok(mut stream) = respond.send_response(head, false) else {
+        return;
+    };
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            // The file could not be read to its end: the stream ends in error.
+            stream.send_reset(Reason::INTERNAL_ERROR);
+            return;
+        };
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        while data.has_remaining() {
+            stream.reserve_capacity(data.len());
+            let granted = match poll_fn(|cx| stream.poll_capacity(cx)).await {
+                Some(Ok(granted)) => granted,
+                // The peer reset the stream or left.
+                _ => return,
+            };
+            if granted == 0 {
+                continue;
+            }
+            let chunk = data.split_to(granted.min(data.len()));
+            if stream.send_data(chunk, false).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = stream.send_data(Bytes::new(), true);
+}
+
+/// A WebSocket on an HTTP/2 stream (RFC 8441): DATA frames carry its bytes both ways.
+struct H2Stream {
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    /// Received and not read yet.
+    received: Bytes,
+    /// END_STREAM sent: the close handshake is over on our side.
+    ended: bool,
+}
+
+impl AsyncRead for H2Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        while this.received.is_empty() {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => this.received = data,
+                // END_STREAM: the peer's FIN.
+                None => return Poll::Ready(Ok(())),
+                // A reset ends the stream as a TCP reset would: this WebSocket alone.
+                Some(Err(err)) => return Poll::Ready(Err(to_io(err))),
+            }
+        }
+        let count = this.received.len().min(buf.remaining());
+        buf.put_slice(&this.received[..count]);
+        this.received.advance(count);
+        // Read by the connection: the peer may send that much more.
+        let _ = this.recv.flow_control().release_capacity(count);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for H2Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            let capacity = this.send.capacity();
+            if capacity > 0 {
+                let count = capacity.min(buf.len());
+                this.send
+                    .send_data(Bytes::copy_from_slice(&buf[..count]), false)
+                    .map_err(to_io)?;
+                return Poll::Ready(Ok(count));
+            }
+            // Only what the peer's window allows is handed to h2: the rest waits in the
+            // connection's queue, counted by its byte budget.
+            this.send.reserve_capacity(buf.len());
+            match ready!(this.send.poll_capacity(cx)) {
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => return Poll::Ready(Err(to_io(err))),
+                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // h2's connection task writes the frames.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.ended {
+            this.ended = true;
+            // RFC 8441 §5: the close handshake's end is END_STREAM, TCP's FIN.
+            this.send.send_data(Bytes::new(), true).map_err(to_io)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for H2Stream {
+    fn drop(&mut self) {
+        if !self.ended {
+            // Dropped without a close handshake's end (a close timeout, an abort, a failure):
+            // RFC 8441 §5's TCP reset.
+            self.send.send_reset(Reason::CANCEL);
+        }
+    }
+}
+
+/// An h2 error as the driver sees I/O errors: a peer's reset is the end of the stream.
+fn to_io(err: h2::Error) -> io::Error {
+    if err.is_io() {
+        return err.into_io().unwrap_or_else(|| io::ErrorKind::Other.into());
+    }
+    match err.reason() {
+        Some(Reason::NO_ERROR) | Some(Reason::CANCEL) => {
+            io::Error::new(io::ErrorKind::ConnectionReset, err)
+        }
+        _ => io::Error::other(err),
+    }
+}
