@@ -359,6 +359,12 @@ def scenario_abort(c, path):
     print("then GET /:", c.responses[get][":status"])
 
 
+def scenario_idle(c, path):
+    """A client that sent its preface and SETTINGS, then nothing: the server says GOAWAY."""
+    c.pump(lambda: c.goaway is not None or c.eof)
+    print("goaway:", c.goaway is not None)
+
+
 def scenario_bad_frames(c, path):
     """DATA that is not WebSocket frames fails that stream with 1002; the others go on."""
     kept, _ = c.open(path)
@@ -471,6 +477,7 @@ SCENARIOS = {
     "reset": scenario_reset,
     "bad-frames": scenario_bad_frames,
     "abort": scenario_abort,
+    "idle": scenario_idle,
     "too-many": scenario_too_many,
     "shutdown": scenario_shutdown,
     "rapid-reset": scenario_rapid_reset,

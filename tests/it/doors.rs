@@ -504,6 +504,22 @@ async fn offered_subprotocols_are_one_list_in_the_clients_order() {
     );
 }
 
+/// A handshake with another method gets 405 and says which one it takes; on_connection never
+/// hears of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_method_is_405_with_allow() {
+    let room = room();
+    let addr = serve_axum(&room).await;
+    let request = upgrade_request("/plain", &[]).replacen("GET", "POST", 1);
+    let refused = match RawClient::try_connect(addr, request).await {
+        Ok(_) => panic!("a POST was upgraded"),
+        Err(refused) => refused,
+    };
+    assert_eq!(refused.status, 405);
+    assert_eq!(refused.header("allow"), Some("get"));
+    assert!(room.handler().seen.lock().unwrap().is_empty());
+}
+
 const PYTHON_SERVER: &str = r#"
 import asyncio, sys
 from websockets.asyncio.server import serve
@@ -694,8 +710,9 @@ async fn example_chat_and_sigterm(name: &str, example: std::path::PathBuf) {
     assert_eq!(last, Some(format!("{name} example: stopped")));
 }
 
-/// An example's binary, built by scripts/test before the tests (`cargo build --examples
-/// --features axum`); `None` outside CI when it is not built.
+/// An example's binary, built by scripts/test before the tests (`cargo build -p ferrosock
+/// --features axum --examples`; `cargo test --workspace` builds it too); `None` outside CI
+/// when it is not built.
 fn example_binary(name: &str) -> Option<std::path::PathBuf> {
     let path = repo_root().join("target/debug/examples").join(name);
     peer_installed(

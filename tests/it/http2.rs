@@ -22,6 +22,8 @@ struct Echo {
     seen: AtomicUsize,
     /// The HTTP version of each request that reached `on_connection`.
     versions: std::sync::Mutex<Vec<http::Version>>,
+    /// The `host` each of them showed.
+    hosts: std::sync::Mutex<Vec<String>>,
     ended: mpsc::UnboundedSender<String>,
 }
 
@@ -37,6 +39,13 @@ impl ServerHandler for Echo {
     ) -> Option<EchoConnection> {
         self.seen.fetch_add(1, Ordering::SeqCst);
         self.versions.lock().unwrap().push(e.request.http_version());
+        let host = e
+            .request
+            .headers()
+            .get("host")
+            .unwrap_or("(none)")
+            .to_owned();
+        self.hosts.lock().unwrap().push(host);
         (!e.request.url().contains("refuse")).then_some(EchoConnection)
     }
 }
@@ -78,6 +87,7 @@ async fn server(options: WebServerOptions, tls: bool) -> Server {
     let echo = Echo {
         seen: AtomicUsize::new(0),
         versions: std::sync::Mutex::new(Vec::new()),
+        hosts: std::sync::Mutex::new(Vec::new()),
         ended: tx,
     };
     let wss = WebSocketServer::new(
@@ -189,6 +199,20 @@ async fn h2c_prior_knowledge_settings_echo_subprotocol_compression_and_files() {
             "GET /nope: 404",
         ]
     );
+    // `:authority` is the request's host, as HTTP/1.1's Host header would be.
+    let authority = server.web.local_addr().to_string();
+    assert_eq!(*server.wss.handler().hosts.lock().unwrap(), [authority]);
+}
+
+/// A connection that opens no stream is not kept: GOAWAY after the handshake timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_streams_gets_goaway() {
+    let options = WebServerOptions::default().handshake_timeout(std::time::Duration::from_secs(1));
+    let server = server(options, false).await;
+    let Some(lines) = run("idle", &server).await else {
+        return;
+    };
+    assert_eq!(lines, ["goaway: True"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,9 +290,18 @@ async fn rst_stream_ends_only_that_websocket_with_1006() {
     };
     assert_eq!(script.line().await, "kept: after the reset");
     assert_eq!(script.line().await, "READY");
-    let ended = within("the reset stream's end", server.ended.recv()).await;
-    assert_eq!(ended.as_deref(), Some("terminate 1006"));
     assert_eq!(script.rest().await, ["close: 1000"]);
+    // The cut one ended with 1006, the kept one closed normally, in whichever order.
+    let mut ended = Vec::new();
+    for _ in 0..2 {
+        ended.push(
+            within("the streams' ends", server.ended.recv())
+                .await
+                .unwrap(),
+        );
+    }
+    ended.sort();
+    assert_eq!(ended, ["terminate 1000", "terminate 1006"]);
 }
 
 /// RFC 8441 §5: where RFC 6455 drops the TCP connection (`terminate_with_timeout(0)`), the
@@ -339,7 +372,7 @@ async fn stopping_sends_every_websocket_its_1001_then_goaway() {
 async fn rapid_reset_cannot_run_on_connection_faster_than_the_limit() {
     let options = WebServerOptions::default()
         .http2_max_streams(16)
-        .http2_websockets_per_second(50);
+        .http2_websockets_per_second(1);
     let server = server(options, false).await;
     let started = std::time::Instant::now();
     let Some(lines) = run("rapid-reset", &server).await else {
@@ -351,9 +384,9 @@ async fn rapid_reset_cannot_run_on_connection_faster_than_the_limit() {
     let (opened, refused): (usize, usize) = (words[1].parse().unwrap(), words[3].parse().unwrap());
     assert_eq!(opened, 320, "{lines:?}");
     let seen = server.wss.handler().seen.load(Ordering::SeqCst);
-    // A burst of 16, then 50 per second over the time the script ran (measured on this
+    // A burst of 16, then 1 per second over the time the script ran (measured on this
     // machine, however slow), whatever the back-to-back resets that followed did.
-    let bound = 16 + (50.0 * elapsed.as_secs_f64()).ceil() as usize;
+    let bound = 16 + elapsed.as_secs_f64().ceil() as usize;
     assert!(
         seen <= bound,
         "{seen} on_connection calls in {elapsed:?}: {lines:?}"

@@ -29,7 +29,7 @@ impl Request {
         remote: Option<SocketAddr>,
         protocols: Vec<String>,
     ) -> Request {
-        let headers = request
+        let mut headers: Vec<(String, String)> = request
             .headers
             .iter()
             .map(|(name, value)| {
@@ -38,6 +38,13 @@ impl Request {
                 (name.as_str().to_owned(), value)
             })
             .collect();
+        // Over HTTP/2 the host is `:authority` (RFC 9113 §8.3.1): shown as `host`, as HTTP/1.1
+        // sends it, so that handlers checking the host work either way.
+        if let Some(authority) = request.uri.authority() {
+            if !request.headers.contains_key(http::header::HOST) {
+                headers.insert(0, ("host".to_owned(), authority.as_str().to_owned()));
+            }
+        }
         let query = request
             .uri
             .query()

@@ -632,7 +632,7 @@ impl tokio::io::AsyncWrite for OneBufferPerWrite {
 }
 
 #[tokio::test]
-async fn a_stream_without_vectored_writes_gets_whole_frames_in_writes_of_at_most_64_kib() {
+async fn a_stream_without_vectored_writes_gets_whole_frames_in_writes_of_at_most_16_kib() {
     let (ours, theirs) = tokio::io::duplex(4 << 20);
     let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
     let io = OneBufferPerWrite {
@@ -690,8 +690,8 @@ async fn a_stream_without_vectored_writes_gets_whole_frames_in_writes_of_at_most
     let writes = writes.lock().unwrap().clone();
     // The first write holds the three small frames whole and the start of the large one: no
     // write of a lone header.
-    assert_eq!(writes[0], 64 << 10, "{writes:?}");
-    assert!(writes.iter().all(|&size| size <= 64 << 10), "{writes:?}");
+    assert_eq!(writes[0], 16 << 10, "{writes:?}");
+    assert!(writes.iter().all(|&size| size <= 16 << 10), "{writes:?}");
     let total: usize = writes.iter().sum();
     assert_eq!(total, 5 + 5 + 7 + 10 + (200 << 10), "{writes:?}");
 }

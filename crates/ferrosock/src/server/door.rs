@@ -81,7 +81,8 @@ impl<H: ServerHandler> WebSocketServer<H> {
     /// Answers a WebSocket handshake that another HTTP server received (HTTP/1.1 upgrade, or
     /// HTTP/2 extended CONNECT): checks it, asks `on_connection`, and returns the response —
     /// 101 (200 over HTTP/2) with the agreed extensions and subprotocol, or the refusal (400,
-    /// 403, 426, 500, 503; 404 once the server is terminated). Once the response is sent,
+    /// 403, 405 with `Allow` for another method, 426, 500, 503; 404 once the server is
+    /// terminated). Once the response is sent,
     /// hyper hands the connection over and it runs on this server's runtime.
     ///
     /// The request must come from hyper (its extensions hold hyper's `OnUpgrade`), and

@@ -73,7 +73,8 @@ impl<H: ServerHandler> Endpoint for ServerInner<H> {
             Some((agreed, response)) => (Some(agreed), Some(response)),
             None => (None, None),
         };
-        let protocol = chosen.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // Cloned: clones of the event the handler kept still tell the choice.
+        let protocol = chosen.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let connection =
             WebSocketConnection::new(next_id(), handler, wss, deflate, protocol.clone());
         Decision::Accept {

@@ -101,6 +101,8 @@ pub(crate) trait Endpoint: Send + Sync + 'static {
 #[derive(Debug)]
 pub(crate) struct BadRequest {
     status: StatusCode,
+    /// The method a 405 allows: GET for HTTP/1.1, CONNECT for HTTP/2.
+    allow: &'static str,
     /// What is wrong, for the log.
     pub(crate) why: String,
 }
@@ -109,6 +111,11 @@ impl BadRequest {
     /// The head of the answer: 400, or 426 with the version supported.
     pub(crate) fn head(&self) -> http::Response<()> {
         let mut refusal = refusal(self.status);
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            // RFC 9110 §15.5.6.
+            let allow = HeaderValue::from_static(self.allow);
+            refusal.headers_mut().insert(header::ALLOW, allow);
+        }
         if self.status == StatusCode::UPGRADE_REQUIRED {
             refusal.headers_mut().insert(
                 header::SEC_WEBSOCKET_VERSION,
@@ -132,11 +139,13 @@ pub(crate) struct Checked {
 /// Checks an opening handshake: an HTTP/1.1 upgrade (RFC 6455 §4.2.1) or an HTTP/2 extended
 /// CONNECT (RFC 8441 §4), and the subprotocols it offers; or says what is wrong.
 pub(crate) fn check(request: &http::request::Parts) -> Result<Checked, BadRequest> {
+    let http2 = request.version == http::Version::HTTP_2;
     let bad = |err: handshake::HandshakeError| BadRequest {
         status: err.status(),
+        allow: if http2 { "CONNECT" } else { "GET" },
         why: err.to_string(),
     };
-    let accept = if request.version == http::Version::HTTP_2 {
+    let accept = if http2 {
         // `:protocol` as hyper gives it (the doors), or as h2 does (the web server).
         let protocol = match request.extensions.get::<hyper::ext::Protocol>() {
             Some(protocol) => Some(protocol.as_str()),
@@ -220,6 +229,7 @@ pub(crate) fn refusal_text(status: StatusCode) -> &'static str {
     match status {
         StatusCode::BAD_REQUEST | StatusCode::UPGRADE_REQUIRED => "Bad WebSocket handshake",
         StatusCode::FORBIDDEN => "Forbidden",
+        StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed",
         StatusCode::NOT_FOUND => "Not Found",
         StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable",
         StatusCode::TOO_MANY_REQUESTS => "Too Many Requests",

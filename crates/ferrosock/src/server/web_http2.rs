@@ -14,6 +14,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
@@ -23,12 +24,16 @@ use h2::{Reason, RecvStream, SendStream};
 use http::header;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 
 use super::web_server::{Body, Http2, OpenRate, WebInner, MAX_WINDOW};
 use crate::conn::Stream;
 
 /// Serves one HTTP/2 connection until it ends, or until the web server stops: then, once every
-/// WebSocket had its close, GOAWAY, and the streams in flight finish (until `forced`).
+/// WebSocket had its close, GOAWAY, and the streams in flight finish (until `forced`). A
+/// connection without a stream for `handshake_timeout` — a client that sent its preface and
+/// nothing more, or one whose last WebSocket ended — gets GOAWAY too, and is dropped if it
+/// does not finish within another `handshake_timeout`.
 pub(super) async fn serve(
     inner: Arc<WebInner>,
     stream: Stream,
@@ -59,13 +64,22 @@ pub(super) async fn serve(
         }
     };
     let opens = Arc::new(Mutex::new(OpenRate::new(&settings)));
+    let streams = Arc::new(Streams::default());
+    let timeout = inner.handshake_timeout();
+    let idle = tokio::time::sleep(timeout);
+    tokio::pin!(idle);
     let mut going_away = false;
     loop {
+        let idle_now = streams.open.load(Ordering::Acquire) == 0;
         tokio::select! {
             next = connection.accept() => match next {
                 Some(Ok((request, respond))) => {
                     let task = answer(inner.clone(), request, respond, remote, opens.clone());
-                    tokio::spawn(task);
+                    let open = Open::new(&streams);
+                    tokio::spawn(async move {
+                        task.await;
+                        drop(open);
+                    });
                 }
                 Some(Err(err)) => {
                     tracing::debug!(%remote, "HTTP/2 connection ended: {err}");
@@ -80,6 +94,46 @@ pub(super) async fn serve(
                 connection.graceful_shutdown();
             }
             _ = inner.forced().cancelled() => return,
+            // The last stream ended: the idle time counts from now.
+            _ = streams.idle.notified() => {
+                idle.as_mut().reset(tokio::time::Instant::now() + timeout);
+            }
+            _ = &mut idle, if idle_now => {
+                if going_away {
+                    tracing::debug!(%remote, "HTTP/2 connection did not finish after GOAWAY");
+                    return;
+                }
+                tracing::debug!(%remote, "HTTP/2 connection idle: GOAWAY");
+                going_away = true;
+                connection.graceful_shutdown();
+                idle.as_mut().reset(tokio::time::Instant::now() + timeout);
+            }
+        }
+    }
+}
+
+/// The streams of a connection being answered, and a wake-up when none is left.
+#[derive(Default)]
+struct Streams {
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+/// One stream being answered; dropped when its answer (or its WebSocket) is over.
+struct Open(Arc<Streams>);
+
+impl Open {
+    fn new(streams: &Arc<Streams>) -> Open {
+        streams.open.fetch_add(1, Ordering::AcqRel);
+        Open(streams.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // A permit is kept if the loop is not waiting right now.
+            self.0.idle.notify_one();
         }
     }
 }

@@ -32,15 +32,18 @@ pub struct WebServerOptions {
     /// Paths cannot leave it. Default: none.
     pub static_dir: Option<PathBuf>,
     /// How long a client may take to send a complete request head (an upgrade or any other
-    /// request); slower ones are disconnected. Default: 10 s.
+    /// request); slower ones are disconnected. Also the TLS handshake's limit, and how long an
+    /// HTTP/2 connection may stay without a stream before it gets GOAWAY. Default: 10 s.
     pub handshake_timeout: Duration,
     /// How long [`WebServer::stop`] lets WebSocket close handshakes and in-flight HTTP requests
     /// run before closing what is left. Default: 10 s.
     pub shutdown_timeout: Duration,
-    /// The most header fields a request may have; more get HTTP 431.
+    /// The most header fields an HTTP/1.1 request may have; more get HTTP 431 (HTTP/2 header
+    /// lists are bounded by [`max_request_head_size`](Self::max_request_head_size)).
     /// Default: 100.
     pub max_request_headers: usize,
-    /// The most bytes a request head (request line and headers) may take; more get HTTP 431.
+    /// The most bytes a request head (request line and headers; over HTTP/2, the header list,
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE`) may take; more get HTTP 431.
     /// At least 8 KiB. Default: 32 KiB (browsers send a few KiB, cookies included).
     pub max_request_head_size: usize,
     /// Serve HTTPS (and `wss://`) with this PEM certificate chain and PEM private key, instead of

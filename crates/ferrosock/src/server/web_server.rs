@@ -500,7 +500,11 @@ async fn serve_http(inner: Arc<WebInner>, stream: Stream, remote: SocketAddr) {
         }
         (Some(http2), Stream::Plain(tcp)) => {
             let preface = tokio::time::timeout(inner.handshake_timeout, starts_with_preface(tcp));
-            matches!(preface.await, Ok(true)).then_some(*http2)
+            let preface = tokio::select! {
+                preface = preface => matches!(preface, Ok(true)),
+                _ = inner.stopping.cancelled() => return,
+            };
+            preface.then_some(*http2)
         }
         (Some(_), _) => None,
     };
@@ -510,9 +514,13 @@ async fn serve_http(inner: Arc<WebInner>, stream: Stream, remote: SocketAddr) {
     }
 }
 
-/// Whether the client's first bytes are the HTTP/2 preface, peeked at (not consumed).
+/// Whether the client's first bytes are the HTTP/2 preface, peeked at (not consumed). Its
+/// first three bytes decide: no HTTP/1.1 request starts with `PRI` (RFC 9113 §3.4 reserves
+/// the method), and h2 checks the rest of the preface.
 async fn starts_with_preface(tcp: &tokio::net::TcpStream) -> bool {
-    let mut buf = [0; PREFACE.len()];
+    const DECIDES: usize = 3;
+    let mut buf = [0; DECIDES];
+    let mut pause = Duration::from_millis(5);
     loop {
         let n = match tcp.peek(&mut buf).await {
             Ok(n) => n,
@@ -521,11 +529,13 @@ async fn starts_with_preface(tcp: &tokio::net::TcpStream) -> bool {
         if n == 0 || buf[..n] != PREFACE[..n] {
             return false;
         }
-        if n == PREFACE.len() {
+        if n == DECIDES {
             return true;
         }
-        // Part of the preface (it is sent in one segment in practice): peek again shortly.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // One or two bytes, `P` or `PR`: the start of the preface or of a POST, PUT or PATCH
+        // sent a byte at a time. `peek` returns at once while they wait: look again later.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
     }
 }
 
