@@ -778,9 +778,14 @@ pub struct TestPki {
 }
 
 impl TestPki {
+    /// A CA and a certificate for localhost in a folder of their own, removed on drop: each
+    /// call gets its own folder, so that tests running side by side never remove each other's.
     pub fn generate(name: &str) -> TestPki {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-        let dir = std::env::temp_dir().join(format!("ferrosock-pki-{name}-{}", std::process::id()));
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let folder = format!("ferrosock-pki-{name}-{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(folder);
         std::fs::create_dir_all(&dir).unwrap();
         let ca = |common_name: &str| {
             let key = KeyPair::generate().unwrap();
