@@ -183,6 +183,21 @@ impl Request {
     }
 }
 
+/// Checks subprotocol names given to the server or the client: each must be an HTTP token
+/// (RFC 7230 §3.2.6), as the handshake carries them.
+pub(crate) fn check_protocols(protocols: &[String]) -> Result<(), crate::error::Error> {
+    match protocols
+        .iter()
+        .find(|p| !crate::proto::handshake::is_token(p.as_bytes()))
+    {
+        Some(bad) => Err(crate::error::Error::new(
+            crate::error::ErrorKind::InvalidArgument,
+            format!("subprotocol {bad:?} is not an HTTP token (RFC 7230 §3.2.6)"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// An origin, `scheme://host:port`, normalised by the URL parser (lower case, IDNA, default
 /// ports).
 struct Origin {

@@ -93,17 +93,7 @@ impl ClientOptions {
 
     /// Checks what cannot be sent: a subprotocol that is not a token.
     pub(crate) fn validate(&self) -> Result<(), Error> {
-        if let Some(bad) = self
-            .protocols
-            .iter()
-            .find(|p| !crate::proto::handshake::is_token(p.as_bytes()))
-        {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!("subprotocol {bad:?} is not an HTTP token (RFC 7230 §3.2.6)"),
-            ));
-        }
-        Ok(())
+        crate::request::check_protocols(&self.protocols)
     }
 
     /// Trusts the CA certificates of a PEM file besides the system's roots (for servers with

@@ -125,16 +125,7 @@ impl<H: ServerHandler> WebSocketServer<H> {
                 "max_connections must be at least 1",
             ));
         }
-        if let Some(bad) = options
-            .protocols
-            .iter()
-            .find(|p| !crate::proto::handshake::is_token(p.as_bytes()))
-        {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!("subprotocol {bad:?} is not an HTTP token (RFC 7230 §3.2.6)"),
-            ));
-        }
+        crate::request::check_protocols(&options.protocols)?;
         if options.blocking_callbacks
             && runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
         {
