@@ -921,6 +921,33 @@ pub fn peer_installed(installed: &std::path::Path, what: &str) -> bool {
     false
 }
 
+/// A command that runs `program` (Python source with Python `websockets`, or JavaScript with
+/// Node `ws`) from the peers' folders; `None` when that peer is not installed (outside CI).
+pub fn inline_peer(python: bool, program: &str) -> Option<tokio::process::Command> {
+    let peers = repo_root().join(".peers");
+    let installed = if python {
+        peers.join("py/bin/python")
+    } else {
+        peers.join("node/node_modules/ws")
+    };
+    if !peer_installed(&installed, if python { "Python" } else { "Node" }) {
+        return None;
+    }
+    let command = if python {
+        let mut command = tokio::process::Command::new(peers.join("py/bin/python"));
+        command.arg("-c").arg(program);
+        command
+    } else {
+        let mut command = tokio::process::Command::new("node");
+        command
+            .arg("-e")
+            .arg(program)
+            .env("NODE_PATH", peers.join("node/node_modules"));
+        command
+    };
+    Some(command)
+}
+
 impl PeerServer {
     /// Starts the peer on a port of its own choosing, or returns `None` when it is not
     /// installed (outside CI).

@@ -14,9 +14,8 @@ use axum::response::Html;
 use axum::routing::get;
 use ferrosock::door::{self, RemoteAddr};
 use ferrosock::{
-    ClientHandler, ClientOptions, ConnectionEvent, ConnectionHandler, ErrorKind, MessageEvent,
-    OpenEvent, ServerHandler, ServerOptions, TerminateEvent, WebSocket, WebSocketConnection,
-    WebSocketServer,
+    ClientOptions, ConnectionEvent, ConnectionHandler, ErrorKind, MessageEvent, OpenEvent,
+    ServerHandler, ServerOptions, TerminateEvent, WebSocket, WebSocketConnection, WebSocketServer,
 };
 use ferrosock_tests::*;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -302,27 +301,7 @@ const opened = (ws) => new Promise((resolve, reject) => { ws.once('open', resolv
 
 /// Runs a peer's program with `args`; its output, or `None` when the peer is not installed.
 async fn run_peer(python: bool, program: &str, args: &[&str]) -> Option<String> {
-    let peers = repo_root().join(".peers");
-    let installed = if python {
-        peers.join("py/bin/python")
-    } else {
-        peers.join("node/node_modules/ws")
-    };
-    if !peer_installed(&installed, if python { "Python" } else { "Node" }) {
-        return None;
-    }
-    let mut command = if python {
-        let mut command = tokio::process::Command::new(peers.join("py/bin/python"));
-        command.arg("-c").arg(program);
-        command
-    } else {
-        let mut command = tokio::process::Command::new("node");
-        command
-            .arg("-e")
-            .arg(program)
-            .env("NODE_PATH", peers.join("node/node_modules"));
-        command
-    };
+    let mut command = inline_peer(python, program)?;
     command
         .args(args)
         .env("PYTHONUNBUFFERED", "1")
@@ -397,14 +376,16 @@ async fn a_tower_stack_on_hyper_util_serves_the_room() {
     let room = room();
     let addr = serve_tower(&room).await;
     let url = format!("ws://{addr}/anything?pick=mqtt");
-    let (client, mut events) = Recorder::new();
+    let (client, mut events) = ClientProbe::new();
     let options = ClientOptions::default().protocols(["chat", "mqtt"]);
     let ws = WebSocket::connect_with(&url, client, options)
         .await
         .unwrap();
     // on_connection's choice wins over the supported list's.
     assert_eq!(ws.protocol(), Some("mqtt"));
-    assert_eq!(events.recv().await, "welcome mqtt");
+    events
+        .expect(&["open status=Connected", "message Text(welcome mqtt)"])
+        .await;
     let seen = room.handler().seen.lock().unwrap().clone();
     assert_eq!(seen, [r#"127.0.0.1 HTTP/1.1 ["chat", "mqtt"]"#]);
     // A request that is no handshake gets the upgrade core's 400, through the layers.
@@ -436,30 +417,6 @@ async fn chromium_loads_the_apps_page_and_chats_on_the_same_port() {
         "DONE welcome chat (chat) permessage-deflate | joined | from the browser | left\n\
          navigation: http/1.1\n"
     );
-}
-
-/// Records a client's messages.
-struct Recorder(tokio::sync::mpsc::UnboundedSender<String>);
-
-struct Received(tokio::sync::mpsc::UnboundedReceiver<String>);
-
-impl Recorder {
-    fn new() -> (Recorder, Received) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        (Recorder(tx), Received(rx))
-    }
-}
-
-impl Received {
-    async fn recv(&mut self) -> String {
-        within("a message", self.0.recv()).await.unwrap()
-    }
-}
-
-impl ClientHandler for Recorder {
-    fn on_message(&self, _: &WebSocket<Self>, event: MessageEvent) {
-        let _ = self.0.send(event.data.to_text().to_string());
-    }
 }
 
 /// Subprotocols through a ferrosock server, as raw requests show them: repeated headers are
@@ -552,27 +509,8 @@ setTimeout(() => process.exit(0), 30000);
 
 /// A peer server that answers with `choice` (`-`: none) whatever the client offers.
 async fn peer_server(python: bool, choice: &str) -> Option<(tokio::process::Child, u16)> {
-    let peers = repo_root().join(".peers");
-    let installed = if python {
-        peers.join("py/bin/python")
-    } else {
-        peers.join("node/node_modules/ws")
-    };
-    if !peer_installed(&installed, if python { "Python" } else { "Node" }) {
-        return None;
-    }
-    let mut command = if python {
-        let mut command = tokio::process::Command::new(peers.join("py/bin/python"));
-        command.arg("-c").arg(PYTHON_SERVER);
-        command
-    } else {
-        let mut command = tokio::process::Command::new("node");
-        command
-            .arg("-e")
-            .arg(NODE_SERVER)
-            .env("NODE_PATH", peers.join("node/node_modules"));
-        command
-    };
+    let program = if python { PYTHON_SERVER } else { NODE_SERVER };
+    let mut command = inline_peer(python, program)?;
     command
         .arg(choice)
         .stdout(Stdio::piped())
@@ -604,20 +542,22 @@ async fn the_client_gets_the_peers_choice_and_fails_on_one_it_did_not_offer() {
         };
         let url = format!("ws://127.0.0.1:{port}/");
         let options = ClientOptions::default().protocols(["mqtt", "chat"]);
-        let (client, mut events) = Recorder::new();
+        let (client, mut events) = ClientProbe::new();
         let ws = WebSocket::connect_with(&url, client, options)
             .await
             .unwrap();
         assert_eq!(ws.protocol(), Some("chat"), "python: {python}");
         ws.send("hi").unwrap();
-        assert_eq!(events.recv().await, "hi");
+        events
+            .expect(&["open status=Connected", "message Text(hi)"])
+            .await;
         // The peer picks nothing: no protocol, a working connection.
         let Some((_peer, port)) = peer_server(python, "-").await else {
             return;
         };
         let url = format!("ws://127.0.0.1:{port}/");
         let options = ClientOptions::default().protocols(["mqtt"]);
-        let (client, _events) = Recorder::new();
+        let (client, _events) = ClientProbe::new();
         let ws = WebSocket::connect_with(&url, client, options)
             .await
             .unwrap();
@@ -628,7 +568,7 @@ async fn the_client_gets_the_peers_choice_and_fails_on_one_it_did_not_offer() {
         };
         let url = format!("ws://127.0.0.1:{port}/");
         let options = ClientOptions::default().protocols(["mqtt", "chat"]);
-        let (client, _events) = Recorder::new();
+        let (client, _events) = ClientProbe::new();
         let err = WebSocket::connect_with(&url, client, options)
             .await
             .unwrap_err();

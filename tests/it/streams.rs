@@ -147,27 +147,8 @@ refused.on('open', () => { console.log('refused: no'); process.exit(1); });
 
 /// Runs a peer's client program; its output, or `None` when the peer is not installed.
 async fn run_client(python: bool, url: &str) -> Option<String> {
-    let peers = repo_root().join(".peers");
-    let installed = if python {
-        peers.join("py/bin/python")
-    } else {
-        peers.join("node/node_modules/ws")
-    };
-    if !peer_installed(&installed, if python { "Python" } else { "Node" }) {
-        return None;
-    }
-    let mut command = if python {
-        let mut command = tokio::process::Command::new(peers.join("py/bin/python"));
-        command.arg("-c").arg(PYTHON_CLIENT);
-        command
-    } else {
-        let mut command = tokio::process::Command::new("node");
-        command
-            .arg("-e")
-            .arg(NODE_CLIENT)
-            .env("NODE_PATH", peers.join("node/node_modules"));
-        command
-    };
+    let program = if python { PYTHON_CLIENT } else { NODE_CLIENT };
+    let mut command = inline_peer(python, program)?;
     command
         .arg(url)
         .stdout(Stdio::piped())
