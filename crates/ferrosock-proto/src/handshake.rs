@@ -278,6 +278,55 @@ pub struct Accepted {
     pub protocol: Option<String>,
 }
 
+/// The head of an HTTP/1.1 answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResponseHead {
+    /// The status code.
+    pub status: u16,
+    /// The headers; those whose name or value is not valid HTTP are left out.
+    pub headers: HeaderMap,
+    /// The length of the head: what follows is the body, or WebSocket data after a 101.
+    pub len: usize,
+}
+
+impl ResponseHead {
+    /// Parses the head at the front of `buf`: `Ok(None)` while it is not complete, an error
+    /// when it is not HTTP or exceeds [`MAX_RESPONSE_HEAD`].
+    ///
+    /// ```
+    /// use ferrosock_proto::handshake::ResponseHead;
+    /// let head = ResponseHead::parse(b"HTTP/1.1 302 Found\r\nLocation: /x\r\n\r\n").unwrap().unwrap();
+    /// assert_eq!((head.status, head.headers["location"].to_str().unwrap()), (302, "/x"));
+    /// assert_eq!(ResponseHead::parse(b"HTTP/1.1 200 OK\r\n").unwrap(), None);
+    /// ```
+    pub fn parse(buf: &[u8]) -> Result<Option<ResponseHead>, HandshakeError> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        let len = match response.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+                return Err(HandshakeError::ResponseTooLarge)
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(err) => return Err(HandshakeError::MalformedResponse(err.to_string())),
+        };
+        let mut map = HeaderMap::new();
+        for header in response.headers.iter() {
+            let name = header::HeaderName::from_bytes(header.name.as_bytes());
+            let value = HeaderValue::from_bytes(header.value);
+            if let (Ok(name), Ok(value)) = (name, value) {
+                map.append(name, value);
+            }
+        }
+        Ok(Some(ResponseHead {
+            status: response.code.unwrap_or(0),
+            headers: map,
+            len,
+        }))
+    }
+}
+
 impl ClientHandshake {
     /// A handshake whose key is `nonce` in base64; the nonce must be random (RFC 6455 §4.1).
     pub fn new(nonce: [u8; 16]) -> ClientHandshake {
@@ -346,30 +395,20 @@ impl ClientHandshake {
     /// Checks the server's answer at the front of `buf`. `Ok(None)`: the head is not complete
     /// yet. `Ok(Some(accepted))`: a valid 101.
     pub fn check_response(&self, buf: &[u8]) -> Result<Option<Accepted>, HandshakeError> {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut response = httparse::Response::new(&mut headers);
-        let len = match response.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
-                return Err(HandshakeError::ResponseTooLarge)
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(err) => return Err(HandshakeError::MalformedResponse(err.to_string())),
-        };
-        let status = response.code.unwrap_or(0);
-        if status != 101 {
-            return Err(HandshakeError::Status(status));
+        match ResponseHead::parse(buf)? {
+            Some(head) => self.check_upgrade(&head).map(Some),
+            None => Ok(None),
         }
-        let mut map = HeaderMap::new();
-        for header in response.headers.iter() {
-            let name = header::HeaderName::from_bytes(header.name.as_bytes());
-            let value = HeaderValue::from_bytes(header.value);
-            if let (Ok(name), Ok(value)) = (name, value) {
-                map.append(name, value);
-            }
+    }
+
+    /// Checks a whole HTTP/1.1 answer head: a 101 that accepts this handshake.
+    pub fn check_upgrade(&self, head: &ResponseHead) -> Result<Accepted, HandshakeError> {
+        if head.status != 101 {
+            return Err(HandshakeError::Status(head.status));
         }
+        let map = &head.headers;
         // RFC 6455 §4.1, the client's checks of the answer, in order.
-        if !is_upgrade_request(&map) || !header_has_token(&map, &header::CONNECTION, "upgrade") {
+        if !is_upgrade_request(map) || !header_has_token(map, &header::CONNECTION, "upgrade") {
             return Err(HandshakeError::NotAnUpgrade);
         }
         let mut accepts = map.get_all(header::SEC_WEBSOCKET_ACCEPT).iter();
@@ -377,6 +416,46 @@ impl ClientHandshake {
             (Some(accept), None) if accept.as_bytes().trim_ascii() == self.accept.as_bytes() => {}
             _ => return Err(HandshakeError::InvalidAccept),
         }
+        self.accepted(map, head.len)
+    }
+
+    /// The headers of an extended CONNECT (RFC 8441 §4) for this handshake, besides the
+    /// pseudo-headers: `sec-websocket-version`, and the extension and subprotocol offers.
+    pub fn extended_connect_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static(VERSION),
+        );
+        if let Some(deflate) = &self.deflate {
+            if let Ok(value) = HeaderValue::from_str(&deflate.client_offer()) {
+                headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+            }
+        }
+        if let Ok(value) = HeaderValue::from_str(&self.protocols.join(", ")) {
+            if !self.protocols.is_empty() {
+                headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+            }
+        }
+        headers
+    }
+
+    /// Checks the answer to an extended CONNECT (RFC 8441 §5): a 2xx status, and the
+    /// extension and subprotocol the server chose among those offered. There is no
+    /// `Sec-WebSocket-Accept` over HTTP/2; `head_len` is 0.
+    pub fn check_extended_connect(
+        &self,
+        status: u16,
+        headers: &HeaderMap,
+    ) -> Result<Accepted, HandshakeError> {
+        if !(200..300).contains(&status) {
+            return Err(HandshakeError::Status(status));
+        }
+        self.accepted(headers, 0)
+    }
+
+    /// The extension and subprotocol of an accepting answer.
+    fn accepted(&self, map: &HeaderMap, head_len: usize) -> Result<Accepted, HandshakeError> {
         let deflate = match (
             map.contains_key(header::SEC_WEBSOCKET_EXTENSIONS),
             &self.deflate,
@@ -391,12 +470,12 @@ impl ClientHandshake {
                 Some(settings.client_accept(values)?)
             }
         };
-        let protocol = self.chosen_protocol(&map)?;
-        Ok(Some(Accepted {
-            head_len: len,
+        let protocol = self.chosen_protocol(map)?;
+        Ok(Accepted {
+            head_len,
             deflate,
             protocol,
-        }))
+        })
     }
 
     /// The subprotocol an answer chose: one value, among those offered (RFC 6455 §4.1).

@@ -24,8 +24,10 @@ struct ErrorImpl {
     kind: ErrorKind,
     message: String,
     source: Option<Source>,
-    /// The HTTP status of a refused opening handshake.
+    /// The HTTP status of a refused opening handshake (or of a proxy's refusal).
     status: Option<u16>,
+    /// How long the server asked to wait (`Retry-After` of a 429 or 503).
+    retry_after: Option<std::time::Duration>,
 }
 
 /// What kind of error happened.
@@ -62,6 +64,13 @@ pub enum ErrorKind {
     Tls,
     /// Connecting took longer than the connect timeout.
     Timeout,
+    /// The proxy could not be used: unreachable, a refusal (407 proxy authentication
+    /// required, 403, a SOCKS reply code), an answer that is not its protocol, or a proxy URL
+    /// that cannot be used (an unknown scheme, from the options or the environment).
+    Proxy,
+    /// A redirect of the opening handshake could not be followed: too many of them, a
+    /// `wss://` to `ws://` downgrade, a `Location` that is not a WebSocket URL.
+    Redirect,
 }
 
 impl Error {
@@ -72,6 +81,7 @@ impl Error {
                 message: message.into(),
                 source: None,
                 status: None,
+                retry_after: None,
             }),
         }
     }
@@ -91,14 +101,28 @@ impl Error {
         self
     }
 
+    pub(crate) fn with_retry_after(mut self, delay: Option<std::time::Duration>) -> Error {
+        self.inner.retry_after = delay;
+        self
+    }
+
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind
     }
 
-    /// The HTTP status the server answered the opening handshake with, when it was not 101.
+    /// The HTTP status the server answered the opening handshake with, when it was not 101
+    /// (200 over HTTP/2), or the status a proxy refused the tunnel with (an
+    /// [`ErrorKind::Proxy`] error: 407, 403...).
     pub fn http_status(&self) -> Option<u16> {
         self.inner.status
+    }
+
+    /// How long the server asked the client to wait before it tries again: the
+    /// `Retry-After` of a 429 or 503 answer to the opening handshake (in seconds, or an HTTP
+    /// date), when it gave one.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.inner.retry_after
     }
 
     /// The message would exceed the connection's outgoing byte budget.

@@ -267,3 +267,35 @@ impl TerminateEvent {
         "terminate"
     }
 }
+
+/// A client socket will reconnect (ferrosock extension; [`ClientOptions::reconnect`]): given
+/// to [`ClientHandler::on_reconnect`] after the `on_terminate` of the connection that ended
+/// (or of the attempt that failed), before the wait.
+///
+/// [`ClientOptions::reconnect`]: crate::ClientOptions::reconnect
+/// [`ClientHandler::on_reconnect`]: crate::ClientHandler::on_reconnect
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReconnectEvent {
+    /// The attempt about to be made: 1 for the first after a connection that was open.
+    pub attempt: u32,
+    /// How long the socket waits before it.
+    pub delay: std::time::Duration,
+    /// Why the last connection ended: `"closed with 1006"`, or the error of a failed attempt.
+    pub cause: String,
+}
+
+impl ReconnectEvent {
+    pub(crate) fn new(attempt: u32, delay: std::time::Duration, cause: String) -> ReconnectEvent {
+        ReconnectEvent {
+            attempt,
+            delay,
+            cause,
+        }
+    }
+
+    /// `"reconnect"`.
+    pub fn event_type(&self) -> &'static str {
+        "reconnect"
+    }
+}

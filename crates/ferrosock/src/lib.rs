@@ -111,12 +111,14 @@ mod tls;
 pub use broker::{Broker, LocalBroker};
 pub use bytes::Bytes;
 pub use bytestring::ByteString;
-pub use client::{ClientHandler, ClientOptions, WebSocket};
+pub use client::{
+    reconnect, ClientHandler, ClientOptions, Proxy, ProxySetting, Reconnect, WebSocket,
+};
 pub use common::{Compress, Status};
 pub use error::{Error, ErrorKind};
 pub use event::{
-    ConnectionEvent, ErrorEvent, ErrorInfo, MessageEvent, OpenEvent, ServerTerminateEvent,
-    TerminateEvent,
+    ConnectionEvent, ErrorEvent, ErrorInfo, MessageEvent, OpenEvent, ReconnectEvent,
+    ServerTerminateEvent, TerminateEvent,
 };
 pub use limits::{BackpressurePolicy, Limits};
 pub use message::{DataType, Message};

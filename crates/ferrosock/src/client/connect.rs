@@ -1,127 +1,37 @@
-//! URL → DNS → TCP → TLS → opening handshake: everything before a client's first frame.
+//! The connection pipeline of a client: URL → proxy (if any) → TCP → TLS with ALPN → the
+//! HTTP/1.1 upgrade or an HTTP/2 extended CONNECT → the driver. Each stage fails with an error
+//! kind of its own (`InvalidUrl`, `Proxy`, `Dns`, `Connect`, `Tls`, `Handshake`, `Redirect`,
+//! `Timeout`); a redirect starts the pipeline over for its URL.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::proxy::{self, Proxy, Tunnel};
+use super::ClientOptions;
 use crate::conn::Stream;
 use crate::error::{Error, ErrorKind};
-use crate::limits::Limits;
-use crate::proto::deflate::{Negotiated, PerMessageDeflate};
-use crate::proto::handshake::{Accepted, ClientHandshake, HandshakeError, RESERVED_HEADERS};
+use crate::proto::deflate::Negotiated;
+use crate::proto::handshake::{ClientHandshake, ResponseHead, RESERVED_HEADERS};
 use crate::request::Params;
-
-/// Options of a client socket, beyond its handler.
-///
-/// ```no_run
-/// # fn options() -> Result<(), ferrosock::Error> {
-/// use std::time::Duration;
-/// use ferrosock::ClientOptions;
-/// let options = ClientOptions::default()
-///     .connect_timeout(Duration::from_secs(3))
-///     .ca_file("private-ca.pem")?; // trust a private CA besides the system's roots
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ClientOptions {
-    /// The most time from `new`/`connect` to the end of the opening handshake (DNS, TCP, TLS
-    /// and HTTP included). Default: 10 s.
-    pub connect_timeout: Duration,
-    /// Per-connection limits, as for a server connection. Default: [`Limits::default()`].
-    pub limits: Limits,
-    /// The TLS configuration for `wss://`. `None`: the system's root certificates.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// permessage-deflate: offered by default. Default: [`PerMessageDeflate::default()`].
-    pub deflate: PerMessageDeflate,
-    /// The subprotocols offered (`Sec-WebSocket-Protocol`), in order of preference; each must
-    /// be an HTTP token. The server chooses one or none ([`WebSocket::protocol`](crate::WebSocket::protocol)).
-    /// Default: none.
-    pub protocols: Vec<String>,
-}
-
-impl Default for ClientOptions {
-    fn default() -> ClientOptions {
-        ClientOptions {
-            connect_timeout: Duration::from_secs(10),
-            limits: Limits::default(),
-            tls: None,
-            deflate: PerMessageDeflate::default(),
-            protocols: Vec::new(),
-        }
-    }
-}
-
-impl ClientOptions {
-    /// Sets [`ClientOptions::connect_timeout`].
-    pub fn connect_timeout(mut self, timeout: Duration) -> ClientOptions {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// Sets [`ClientOptions::limits`].
-    pub fn limits(mut self, limits: Limits) -> ClientOptions {
-        self.limits = limits;
-        self
-    }
-
-    /// Sets [`ClientOptions::deflate`] (`PerMessageDeflate::disabled()` offers no compression).
-    pub fn deflate(mut self, settings: PerMessageDeflate) -> ClientOptions {
-        self.deflate = settings;
-        self
-    }
-
-    /// Sets [`ClientOptions::protocols`].
-    ///
-    /// ```
-    /// use ferrosock::ClientOptions;
-    /// let options = ClientOptions::default().protocols(["graphql-transport-ws", "graphql-ws"]);
-    /// assert_eq!(options.protocols, ["graphql-transport-ws", "graphql-ws"]);
-    /// ```
-    pub fn protocols<S: Into<String>>(
-        mut self,
-        protocols: impl IntoIterator<Item = S>,
-    ) -> ClientOptions {
-        self.protocols = protocols.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Checks what cannot be sent: a subprotocol that is not a token.
-    pub(crate) fn validate(&self) -> Result<(), Error> {
-        crate::request::check_protocols(&self.protocols)
-    }
-
-    /// Trusts the CA certificates of a PEM file besides the system's roots (for servers with
-    /// certificates from a private CA). Fails if the file has no usable certificate.
-    pub fn ca_file(mut self, path: impl AsRef<Path>) -> Result<ClientOptions, Error> {
-        self.tls = Some(crate::tls::client_config_with_ca(path.as_ref())?);
-        Ok(self)
-    }
-
-    /// Uses a rustls configuration of the caller's for `wss://` (client certificates, custom
-    /// verification...). Its ALPN protocols should be `http/1.1` or none.
-    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> ClientOptions {
-        self.tls = Some(config);
-        self
-    }
-}
 
 /// Where a WebSocket URL points, parsed and checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Target {
-    secure: bool,
+    pub(crate) secure: bool,
     /// A domain name, or an IP address without brackets.
-    host: String,
-    port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// The `Host` header: the host (IPv6 in brackets), with the port when not the default.
-    host_header: String,
+    pub(crate) host_header: String,
     /// Path and query, as sent in the request line.
-    resource: String,
+    pub(crate) resource: String,
+    /// The URL, for redirects relative to it.
+    url: url::Url,
 }
 
 impl Target {
@@ -169,6 +79,56 @@ impl Target {
             port,
             host_header,
             resource,
+            url: parsed,
+        })
+    }
+
+    /// `host:port`, the IPv6 host in brackets: a CONNECT's target, an HTTP/2 `:authority`.
+    pub(crate) fn authority(&self) -> String {
+        match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(ip)) => format!("[{ip}]:{}", self.port),
+            _ => format!("{}:{}", self.host, self.port),
+        }
+    }
+
+    /// The same scheme, host and port.
+    pub(crate) fn same_origin(&self, other: &Target) -> bool {
+        (self.secure, &self.host, self.port) == (other.secure, &other.host, other.port)
+    }
+
+    /// Where a redirect's `Location` leads (RFC 9110 §10.2.2: relative to this URL). `http`
+    /// and `https` stand for `ws` and `wss`, as browsers and Node ws take them; a `wss://` URL
+    /// never leads to `ws://`.
+    fn redirect(&self, location: &str) -> Result<Target, Error> {
+        let refuse = |why: String| Error::new(ErrorKind::Redirect, why);
+        let mut next = self
+            .url
+            .join(location)
+            .map_err(|err| refuse(format!("the redirect to {location:?} is not a URL: {err}")))?;
+        let scheme = match next.scheme() {
+            "ws" | "http" => "ws",
+            "wss" | "https" => "wss",
+            other => {
+                return Err(refuse(format!(
+                    "the redirect leads to a {other}:// URL, not a WebSocket one"
+                )))
+            }
+        };
+        if self.secure && scheme == "ws" {
+            return Err(refuse(format!(
+                "refusing the redirect from a wss:// URL to {location:?}: it would drop TLS"
+            )));
+        }
+        if next.scheme() != scheme && next.set_scheme(scheme).is_err() {
+            // The url crate refuses to turn a "special" scheme into another kind: rebuild.
+            let text = format!("{scheme}{}", &next.as_str()[next.scheme().len()..]);
+            next = url::Url::parse(&text).map_err(|err| {
+                refuse(format!("cannot follow the redirect to {location:?}: {err}"))
+            })?;
+        }
+        next.set_fragment(None);
+        Target::parse(next.as_str()).map_err(|err| {
+            Error::with_source(ErrorKind::Redirect, "cannot follow the redirect", err)
         })
     }
 }
@@ -215,8 +175,18 @@ pub(crate) struct Established {
     pub(crate) protocol: Option<String>,
 }
 
+/// How an opening handshake ended, short of an error.
+pub(crate) enum Outcome {
+    Open(Established),
+    /// A 3xx with a `Location`.
+    Redirect {
+        status: u16,
+        location: String,
+    },
+}
+
 /// Connects (over `over`, a stream the application opened, when given) and completes the
-/// opening handshake, within the connect timeout.
+/// opening handshake, following redirects, all within the connect timeout.
 pub(crate) async fn establish(
     target: &Target,
     headers: &[(String, String)],
@@ -224,45 +194,136 @@ pub(crate) async fn establish(
     over: Option<Stream>,
 ) -> Result<Established, Error> {
     let attempt = async {
-        let mut stream = match over {
-            Some(stream) => stream,
-            None => open(target, options).await?,
-        };
-        let (leftover, accepted) = handshake(&mut stream, target, headers, options).await?;
-        Ok(Established {
-            stream,
-            leftover,
-            deflate: accepted.deflate,
-            protocol: accepted.protocol,
-        })
+        let mut target = target.clone();
+        let mut headers = headers.to_vec();
+        let mut over = over;
+        let mut hops = 0;
+        loop {
+            let outcome = match over.take() {
+                Some(stream) => handshake(stream, &target, &headers, options).await?,
+                None => attempt(&target, &headers, options).await?,
+            };
+            let (status, location) = match outcome {
+                Outcome::Open(established) => return Ok(established),
+                Outcome::Redirect { status, location } => (status, location),
+            };
+            if hops >= options.max_redirects {
+                let why = if options.max_redirects == 0 {
+                    "redirects are not followed (ClientOptions::max_redirects is 0)".to_owned()
+                } else {
+                    format!("too many redirects (more than {})", options.max_redirects)
+                };
+                return Err(Error::new(
+                    if options.max_redirects == 0 {
+                        ErrorKind::Handshake
+                    } else {
+                        ErrorKind::Redirect
+                    },
+                    format!("the server answered HTTP {status} to {location:?}: {why}"),
+                )
+                .with_status(status));
+            }
+            hops += 1;
+            let next = target.redirect(&location)?;
+            if !next.same_origin(&target) {
+                // As Node ws does: credentials stay with their origin.
+                headers.retain(|(name, _)| {
+                    !["authorization", "cookie", "host"]
+                        .iter()
+                        .any(|dropped| name.eq_ignore_ascii_case(dropped))
+                });
+            }
+            tracing::debug!(status, to = %next.url, "following a redirect");
+            target = next;
+        }
     };
     match tokio::time::timeout(options.connect_timeout, attempt).await {
         Ok(result) => result,
         Err(_) => Err(Error::new(
             ErrorKind::Timeout,
             format!(
-                "could not connect to {}:{} within {} s",
-                target.host,
-                target.port,
+                "could not connect to {} within {} s",
+                target.url,
                 options.connect_timeout.as_secs_f64()
             ),
         )),
     }
 }
 
-/// TCP, then TLS for `wss://`.
-async fn open(target: &Target, options: &ClientOptions) -> Result<Stream, Error> {
-    let tcp = connect_tcp(target).await?;
-    let stream = if target.secure {
-        let config = match &options.tls {
-            Some(config) => config.clone(),
-            None => crate::tls::default_client_config()?,
-        };
-        Stream::ClientTls(Box::new(connect_tls(target, tcp, config).await?))
-    } else {
-        Stream::Plain(tcp)
+/// One URL's connection: HTTP/2 when asked for and the server takes WebSockets over it,
+/// else HTTP/1.1.
+async fn attempt(
+    target: &Target,
+    headers: &[(String, String)],
+    options: &ClientOptions,
+) -> Result<Outcome, Error> {
+    let proxy = options.proxy.resolve(target)?;
+    if options.http2 {
+        if let Some(outcome) = super::http2::open(target, proxy.as_ref(), headers, options).await? {
+            return Ok(outcome);
+        }
+    }
+    let (stream, _) = transport(target, proxy.as_ref(), options, &[b"http/1.1"]).await?;
+    handshake(stream, target, headers, options).await
+}
+
+/// The connection to the origin, through the proxy if any, with TLS for `wss://` offering
+/// `alpn`; returns the protocol ALPN chose.
+pub(crate) async fn transport(
+    target: &Target,
+    proxy: Option<&Proxy>,
+    options: &ClientOptions,
+    alpn: &[&[u8]],
+) -> Result<(Stream, Option<Vec<u8>>), Error> {
+    let tls = match &options.tls {
+        Some(config) => config.clone(),
+        None => crate::tls::default_client_config()?,
     };
-    Ok(stream)
+    let tunnel = match proxy {
+        Some(proxy) => {
+            tracing::debug!(%proxy, to = %target.authority(), "connecting through a proxy");
+            proxy::tunnel(proxy, target, &tls).await?
+        }
+        None => Tunnel::Tcp(connect_tcp(target).await?),
+    };
+    if !target.secure {
+        return Ok((
+            match tunnel {
+                Tunnel::Tcp(tcp) => Stream::Plain(tcp),
+                Tunnel::Tls(tls) => Stream::from_io(*tls),
+            },
+            None,
+        ));
+    }
+    let config = with_alpn(tls, alpn);
+    Ok(match tunnel {
+        Tunnel::Tcp(tcp) => {
+            let tls = connect_tls(target, tcp, config).await?;
+            let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+            (Stream::ClientTls(Box::new(tls)), chosen)
+        }
+        Tunnel::Tls(proxy_tls) => {
+            // TLS to the origin inside TLS to the proxy.
+            let tls = connect_tls(target, *proxy_tls, config).await?;
+            let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+            (Stream::from_io(tls), chosen)
+        }
+    })
+}
+
+/// `config`, offering `alpn`.
+fn with_alpn(config: Arc<rustls::ClientConfig>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    if config
+        .alpn_protocols
+        .iter()
+        .map(Vec::as_slice)
+        .eq(alpn.iter().copied())
+    {
+        return config;
+    }
+    let mut config = (*config).clone();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
 }
 
 async fn connect_tcp(target: &Target) -> Result<TcpStream, Error> {
@@ -290,18 +351,21 @@ async fn connect_tcp(target: &Target) -> Result<TcpStream, Error> {
             Err(err) => last_error = Some(err),
         }
     }
-    let message = format!("cannot connect to {}:{}", target.host, target.port);
+    let message = format!("cannot connect to {}", target.authority());
     Err(match last_error {
         Some(err) => Error::with_source(ErrorKind::Connect, message, err),
         None => Error::new(ErrorKind::Dns, format!("{} has no address", target.host)),
     })
 }
 
-async fn connect_tls(
+async fn connect_tls<S>(
     target: &Target,
-    tcp: TcpStream,
+    io: S,
     config: Arc<rustls::ClientConfig>,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
+) -> Result<tokio_rustls::client::TlsStream<S>, Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let name = rustls_pki_types::ServerName::try_from(target.host.clone()).map_err(|err| {
         Error::with_source(
             ErrorKind::Tls,
@@ -310,7 +374,7 @@ async fn connect_tls(
         )
     })?;
     tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
+        .connect(name, io)
         .await
         .map_err(|err| {
             Error::with_source(
@@ -321,39 +385,32 @@ async fn connect_tls(
         })
 }
 
-async fn handshake(
-    stream: &mut Stream,
+/// The handshake a connection starts with: the key, and the offers of the options.
+pub(crate) fn client_handshake(options: &ClientOptions) -> ClientHandshake {
+    ClientHandshake::new(rand::random())
+        .offer_deflate(&options.deflate)
+        .offer_protocols(&options.protocols)
+}
+
+/// The HTTP/1.1 upgrade (RFC 6455 §4.1) on `stream`.
+pub(crate) async fn handshake(
+    mut stream: Stream,
     target: &Target,
     headers: &[(String, String)],
     options: &ClientOptions,
-) -> Result<(BytesMut, Accepted), Error> {
-    let handshake = ClientHandshake::new(rand::random())
-        .offer_deflate(&options.deflate)
-        .offer_protocols(&options.protocols);
+) -> Result<Outcome, Error> {
+    let handshake = client_handshake(options);
     let request = handshake.request(&target.host_header, &target.resource, headers);
     let io_error =
         |err| Error::with_source(ErrorKind::Handshake, "the opening handshake failed", err);
     stream.write_all(&request).await.map_err(io_error)?;
     stream.flush().await.map_err(io_error)?;
     let mut buf = BytesMut::with_capacity(1024);
-    loop {
-        match handshake.check_response(&buf) {
-            Ok(Some(accepted)) => return Ok((buf.split_off(accepted.head_len), accepted)),
+    let head = loop {
+        match ResponseHead::parse(&buf) {
+            Ok(Some(head)) => break head,
             Ok(None) => {}
-            Err(HandshakeError::Status(status)) => {
-                return Err(Error::new(
-                    ErrorKind::Handshake,
-                    format!("the server refused the WebSocket connection with HTTP {status}"),
-                )
-                .with_status(status))
-            }
-            Err(err) => {
-                return Err(Error::with_source(
-                    ErrorKind::Handshake,
-                    "the opening handshake failed",
-                    err,
-                ))
-            }
+            Err(err) => return Err(handshake_failed(err)),
         }
         if stream.read_buf(&mut buf).await.map_err(io_error)? == 0 {
             return Err(Error::new(
@@ -361,7 +418,56 @@ async fn handshake(
                 "the server closed the connection during the opening handshake",
             ));
         }
+    };
+    if head.status != 101 {
+        return refusal(head.status, &head.headers);
     }
+    let accepted = handshake.check_upgrade(&head).map_err(handshake_failed)?;
+    Ok(Outcome::Open(Established {
+        stream,
+        leftover: buf.split_off(accepted.head_len),
+        deflate: accepted.deflate,
+        protocol: accepted.protocol,
+    }))
+}
+
+pub(crate) fn handshake_failed(err: crate::proto::handshake::HandshakeError) -> Error {
+    Error::with_source(ErrorKind::Handshake, "the opening handshake failed", err)
+}
+
+/// What an answer other than the upgrade means: a redirect to follow, or a refusal.
+pub(crate) fn refusal(status: u16, headers: &http::HeaderMap) -> Result<Outcome, Error> {
+    if matches!(status, 301 | 302 | 303 | 307 | 308) {
+        if let Some(location) = headers
+            .get(http::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+        {
+            return Ok(Outcome::Redirect {
+                status,
+                location: location.to_owned(),
+            });
+        }
+    }
+    let retry_after = headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| retry_after(value, SystemTime::now()));
+    Err(Error::new(
+        ErrorKind::Handshake,
+        format!("the server refused the WebSocket connection with HTTP {status}"),
+    )
+    .with_status(status)
+    .with_retry_after(retry_after))
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3): seconds, or an HTTP date.
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -407,6 +513,52 @@ mod tests {
             let err = Target::parse(bad).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidUrl, "{bad}");
         }
+    }
+
+    #[test]
+    fn redirects() {
+        let from = Target::parse("ws://a.example:8080/chat?x=1").unwrap();
+        let to = |location: &str| from.redirect(location).map(|t| t.url.to_string());
+        assert_eq!(to("/other").unwrap(), "ws://a.example:8080/other");
+        assert_eq!(to("other?y").unwrap(), "ws://a.example:8080/other?y");
+        assert_eq!(to("wss://b.example/x#frag").unwrap(), "wss://b.example/x");
+        assert_eq!(to("https://b.example:9/").unwrap(), "wss://b.example:9/");
+        assert_eq!(to("http://c/").unwrap(), "ws://c/");
+        assert_eq!(to("ftp://c/").unwrap_err().kind(), ErrorKind::Redirect);
+        let secure = Target::parse("wss://a.example/").unwrap();
+        for down in ["ws://a.example/", "http://a.example/"] {
+            assert_eq!(
+                secure.redirect(down).unwrap_err().kind(),
+                ErrorKind::Redirect
+            );
+        }
+        assert!(from.same_origin(&from.redirect("/x").unwrap()));
+        assert!(!from.same_origin(&from.redirect("wss://a.example:8080/").unwrap()));
+        assert!(!from.same_origin(&from.redirect("//b.example:8080/").unwrap()));
+    }
+
+    #[test]
+    fn retry_after_values() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(retry_after(&later, now), Some(Duration::from_secs(30)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(retry_after("soon", now), None);
+        let mut headers = http::HeaderMap::new();
+        headers.insert("retry-after", "7".parse().unwrap());
+        let err = refusal(503, &headers).err().unwrap();
+        assert_eq!(
+            (err.http_status(), err.retry_after()),
+            (Some(503), Some(Duration::from_secs(7)))
+        );
+        headers.insert("location", "/next".parse().unwrap());
+        assert!(matches!(
+            refusal(307, &headers),
+            Ok(Outcome::Redirect { status: 307, .. })
+        ));
+        assert!(refusal(200, &headers).is_err());
     }
 
     #[test]

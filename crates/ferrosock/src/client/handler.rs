@@ -1,7 +1,7 @@
 //! The client's handler trait: 4D's `connectionHandler` object for `4D.WebSocket`.
 
 use super::WebSocket;
-use crate::event::{ErrorEvent, MessageEvent, OpenEvent, TerminateEvent};
+use crate::event::{ErrorEvent, MessageEvent, OpenEvent, ReconnectEvent, TerminateEvent};
 use crate::message::DataType;
 use crate::request::Params;
 
@@ -56,6 +56,16 @@ pub trait ClientHandler: Send + Sync + Sized + 'static {
 
     /// The connection ended. Always called, exactly once, last.
     fn on_terminate(&self, ws: &WebSocket<Self>, event: TerminateEvent) {
+        let _ = (ws, event);
+    }
+
+    /// The socket will reconnect (ferrosock extension, with
+    /// [`ClientOptions::reconnect`](crate::ClientOptions::reconnect)): called after the
+    /// `on_terminate` of the connection that ended, or of the attempt that failed, with the
+    /// attempt's number and the delay before it. The socket is `Connecting` meanwhile. Each
+    /// connection then has its own `on_open` … `on_terminate`. A handler that ignores it sees
+    /// several connections' callbacks in turn. Default: nothing.
+    fn on_reconnect(&self, ws: &WebSocket<Self>, event: ReconnectEvent) {
         let _ = (ws, event);
     }
 

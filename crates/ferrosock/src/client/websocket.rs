@@ -2,16 +2,18 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch, Notify};
 
-use super::connect::{establish, request_headers, ClientOptions, Established, Target};
-use super::ClientHandler;
+use super::connect::{establish, request_headers, Established, Target};
+use super::reconnect::Ending as Retried;
+use super::{ClientHandler, ClientOptions};
 use crate::common::{next_id, Compress, Incoming, Status};
 use crate::conn::{self, Callbacks, DriverConfig, Ending, Shared, Stream};
 use crate::error::{Error, ErrorKind};
-use crate::event::{ErrorEvent, ErrorInfo, OpenEvent, TerminateEvent};
+use crate::event::{ErrorEvent, ErrorInfo, OpenEvent, ReconnectEvent, TerminateEvent};
 use crate::handle::{end_events, message_event, Core};
 use crate::message::{DataType, Message};
 use crate::proto::close::MAX_REASON_LEN;
@@ -30,6 +32,24 @@ use crate::proto::{CloseCode, Role};
 /// A cheap handle: clones refer to the same socket, usable from any thread. The connection
 /// lives until it is closed (by [`terminate`](Self::terminate), by the server, or by a
 /// failure), whether or not handles remain.
+///
+/// **Reconnection** ([`ClientOptions::reconnect`]): when a connection ends, or an attempt
+/// fails, for a reason the policy retries, the socket waits and connects again to the same
+/// URL, as often as the policy allows. The 4D contract holds for each connection — `on_open`
+/// … `on_terminate` (a failed attempt: `on_error`, then `on_terminate` with 1006) — and
+/// [`ClientHandler::on_reconnect`] says when the next attempt comes. Meanwhile the socket is
+/// `Connecting` and [`send`](Self::send) fails with [`ErrorKind::NotConnected`]: nothing is
+/// queued for a connection that may never come (send from `on_open` to resume). The socket
+/// keeps its [`id`](Self::id) and [`url`](Self::url). [`terminate`](Self::terminate) stops
+/// reconnecting; [`closed`](Self::closed) resolves once no connection will follow. Only
+/// sockets opened with [`new`](Self::new) retry their first attempt; [`connect`](Self::connect)
+/// returns its error.
+///
+/// **HTTP/2** ([`ClientOptions::http2`]): sockets to one origin (with the same proxy and TLS
+/// configuration) share one HTTP/2 connection, each on a stream of its own; a stream's end or
+/// reset ends that socket alone. A shared connection that drops ends each of its sockets with
+/// 1006, and those that reconnect share the next connection. The connection stays open, idle,
+/// until the server closes it.
 ///
 /// ```no_run
 /// use ferrosock::{ClientHandler, MessageEvent, WebSocket};
@@ -53,15 +73,26 @@ pub struct WebSocket<H: ClientHandler> {
 }
 
 struct ClientInner<H> {
-    core: Core,
+    /// The current connection's core: one per connection, replaced when reconnecting.
+    core: RwLock<Arc<Core>>,
+    id: u64,
     url: String,
     handler: H,
     data_type: DataType,
-    /// The subprotocol the server chose, set once the handshake succeeded.
-    protocol: std::sync::OnceLock<String>,
-    /// True once `on_terminate` has run.
+    /// The subprotocols offered.
+    protocols: Vec<String>,
+    /// The index in `protocols` of the one the server chose for the current connection;
+    /// `NO_PROTOCOL` when none.
+    protocol: AtomicUsize,
+    /// Set by `terminate`: no more reconnection.
+    stopped: AtomicBool,
+    /// Wakes a wait between reconnection attempts when `terminate` is called.
+    stop: Notify,
+    /// True once the last `on_terminate` has run and no reconnection follows.
     ended: watch::Sender<bool>,
 }
+
+const NO_PROTOCOL: usize = usize::MAX;
 
 /// What a connection attempt needs, checked before anything is spawned.
 struct Plan {
@@ -90,16 +121,7 @@ impl<H: ClientHandler> WebSocket<H> {
             )
         })?;
         let (ws, plan) = WebSocket::prepare(url, handler, options)?;
-        let task = ws.clone();
-        runtime.spawn(async move {
-            match establish(&plan.target, &plan.headers, &plan.options, None).await {
-                Ok(established) => {
-                    let config = task.open(&established, &plan.options);
-                    task.drive(established, config).await;
-                }
-                Err(err) => task.connection_failed(&err),
-            }
-        });
+        runtime.spawn(ws.clone().run(plan, None));
         Ok(ws)
     }
 
@@ -157,20 +179,100 @@ impl<H: ClientHandler> WebSocket<H> {
         options: ClientOptions,
         over: Option<Stream>,
     ) -> Result<Self, Error> {
+        if over.is_some() && options.reconnect.is_some() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "a socket over the application's own stream cannot reconnect: leave ClientOptions::reconnect unset",
+            ));
+        }
         let (ws, plan) = WebSocket::prepare(url, handler, options)?;
         match establish(&plan.target, &plan.headers, &plan.options, over).await {
             Ok(established) => {
-                let config = ws.open(&established, &plan.options);
-                let task = ws.clone();
-                tokio::spawn(async move { task.drive(established, config).await });
+                // on_open runs before `connect` returns.
+                let core = ws.core();
+                let config = ws.open(&established, &plan.options, &core);
+                tokio::spawn(ws.clone().run(plan, Some((established, config, core))));
                 Ok(ws)
             }
             Err(err) => {
-                ws.shared().finish();
+                ws.core().shared().finish();
                 ws.inner.ended.send_replace(true);
                 Err(err)
             }
         }
+    }
+
+    /// The socket's life: its connections in turn, as long as the reconnection policy wants
+    /// another, then `ended`. `first` is a connection `connect` already opened.
+    async fn run(self, plan: Plan, first: Option<(Established, DriverConfig, Arc<Core>)>) {
+        let mut first = first;
+        let mut attempt = 0u32;
+        loop {
+            let core = self.core();
+            let ending = match first.take() {
+                Some((established, config, core)) => {
+                    Ended::Closed(self.drive(established, config, core).await)
+                }
+                None => match establish(&plan.target, &plan.headers, &plan.options, None).await {
+                    Ok(established) => {
+                        let config = self.open(&established, &plan.options, &core);
+                        Ended::Closed(self.drive(established, config, core).await)
+                    }
+                    Err(err) => {
+                        self.connection_failed(&err, &core);
+                        Ended::Failed(err)
+                    }
+                },
+            };
+            if matches!(ending, Ended::Closed(_)) {
+                attempt = 0;
+            }
+            let Some(policy) = &plan.options.reconnect else {
+                break;
+            };
+            let retried = match &ending {
+                Ended::Closed(code) => Retried::Closed(*code),
+                Ended::Failed(err) => Retried::Failed(err),
+            };
+            if self.inner.stopped.load(Ordering::Acquire) || !policy.wants(&retried) {
+                break;
+            }
+            attempt = attempt.saturating_add(1);
+            if policy.max_attempts.is_some_and(|max| attempt > max) {
+                break;
+            }
+            let (delay, cause) = match &ending {
+                Ended::Closed(code) => (policy.delay(attempt, None), format!("closed with {code}")),
+                Ended::Failed(err) => (
+                    policy.delay(attempt, err.retry_after()),
+                    crate::error::chain(err),
+                ),
+            };
+            // A new connection's core: `Connecting` from here.
+            let next = Arc::new(Core::new(
+                self.inner.id,
+                Role::Client,
+                Status::Connecting,
+                &plan.options.limits,
+            ));
+            *self.inner.core.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
+            self.inner.protocol.store(NO_PROTOCOL, Ordering::Release);
+            tracing::debug!(id = self.inner.id, attempt, ?delay, %cause, "reconnecting");
+            let event = ReconnectEvent::new(attempt, delay, cause);
+            next.guard_final("on_reconnect", || {
+                self.inner.handler.on_reconnect(&self, event)
+            });
+            let stopped = self.inner.stop.notified();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stopped => {}
+            }
+            if self.inner.stopped.load(Ordering::Acquire) {
+                next.shared().finish();
+                break;
+            }
+        }
+        self.inner.ended.send_replace(true);
     }
 
     fn prepare(url: &str, handler: H, options: ClientOptions) -> Result<(Self, Plan), Error> {
@@ -183,14 +285,19 @@ impl<H: ClientHandler> WebSocket<H> {
         })?;
         options.validate()?;
         let headers = request_headers(&handler.headers())?;
-        let core = Core::new(next_id(), Role::Client, Status::Connecting, &options.limits);
+        let id = next_id();
+        let core = Core::new(id, Role::Client, Status::Connecting, &options.limits);
         let ws = WebSocket {
             inner: Arc::new(ClientInner {
-                core,
+                core: RwLock::new(Arc::new(core)),
+                id,
                 url: url.to_owned(),
                 data_type: handler.data_type(),
                 handler,
-                protocol: std::sync::OnceLock::new(),
+                protocols: options.protocols.clone(),
+                protocol: AtomicUsize::new(NO_PROTOCOL),
+                stopped: AtomicBool::new(false),
+                stop: Notify::new(),
                 ended: watch::Sender::new(false),
             }),
         };
@@ -205,37 +312,64 @@ impl<H: ClientHandler> WebSocket<H> {
     }
 
     /// The handshake succeeded: `Connected`, then `on_open`. Returns how the driver runs.
-    fn open(&self, established: &Established, options: &ClientOptions) -> DriverConfig {
+    fn open(
+        &self,
+        established: &Established,
+        options: &ClientOptions,
+        core: &Core,
+    ) -> DriverConfig {
         // Before `Connected`: a send from on_open already goes the compressing way.
+        core.negotiated(established.deflate, &options.deflate);
+        let chosen = established
+            .protocol
+            .as_ref()
+            .and_then(|chosen| self.inner.protocols.iter().position(|p| p == chosen));
         self.inner
-            .core
-            .negotiated(established.deflate, &options.deflate);
-        if let Some(protocol) = &established.protocol {
-            let _ = self.inner.protocol.set(protocol.clone());
-        }
-        self.shared().set_connected();
+            .protocol
+            .store(chosen.unwrap_or(NO_PROTOCOL), Ordering::Release);
+        core.shared().set_connected();
         self.guard("on_open", |h, ws| h.on_open(ws, OpenEvent::new()));
         DriverConfig::new(Role::Client, &options.limits)
     }
 
-    async fn drive(self, established: Established, config: DriverConfig) {
+    /// Runs a connection to its end; returns its close code.
+    async fn drive(&self, established: Established, config: DriverConfig, core: Arc<Core>) -> u16 {
         let Established {
             stream, leftover, ..
         } = established;
-        conn::run(stream, leftover, config, ClientCallbacks { ws: self }).await;
+        let (code, ended) = oneshot::channel();
+        let callbacks = ClientCallbacks {
+            ws: self.clone(),
+            core,
+            code: Some(code),
+        };
+        conn::run(stream, leftover, config, callbacks).await;
+        ended.await.unwrap_or(CloseCode::ABNORMAL.0)
     }
 
-    /// The background attempt failed: `on_error`, then `on_terminate` with 1006.
-    fn connection_failed(&self, err: &Error) {
-        self.shared().finish();
+    /// An attempt failed: `on_error`, then `on_terminate` with 1006.
+    fn connection_failed(&self, err: &Error, core: &Core) {
+        core.shared().finish();
         let cause = crate::error::chain(err);
         let info = ErrorInfo::close(CloseCode::ABNORMAL, Some(&cause));
-        self.guard("on_error", |h, ws| {
-            h.on_error(ws, ErrorEvent::new(vec![info]))
+        core.guard_final("on_error", || {
+            self.inner
+                .handler
+                .on_error(self, ErrorEvent::new(vec![info]))
         });
         let event = TerminateEvent::new(CloseCode::ABNORMAL, "", false);
-        self.guard("on_terminate", |h, ws| h.on_terminate(ws, event));
-        self.inner.ended.send_replace(true);
+        core.guard_final("on_terminate", || {
+            self.inner.handler.on_terminate(self, event)
+        });
+    }
+
+    /// The current connection's core.
+    fn core(&self) -> Arc<Core> {
+        self.core_ref().clone()
+    }
+
+    fn core_ref(&self) -> RwLockReadGuard<'_, Arc<Core>> {
+        self.inner.core.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// How received messages are converted (from the handler's `data_type`).
@@ -249,13 +383,17 @@ impl<H: ClientHandler> WebSocket<H> {
     }
 
     /// The socket's id: unique in the process, shared with server connections' ids.
+    ///
+    /// A reconnecting socket keeps its id across connections.
     pub fn id(&self) -> u64 {
-        self.inner.core.id()
+        self.inner.id
     }
 
     /// `Connecting`, `Connected`, `Closing` or `Closed`.
+    ///
+    /// A socket waiting to reconnect is `Connecting`.
     pub fn status(&self) -> Status {
-        self.inner.core.status()
+        self.core_ref().status()
     }
 
     /// Exactly the URL given to `new` or `connect`.
@@ -266,9 +404,11 @@ impl<H: ClientHandler> WebSocket<H> {
     /// The subprotocol the server chose among those offered
     /// ([`ClientOptions::protocols`](crate::ClientOptions::protocols)); `None` when it chose
     /// none, and while the socket is still connecting. A server that chooses one the client
-    /// did not offer fails the connection (an [`ErrorKind::Handshake`] error).
+    /// did not offer fails the connection (an [`ErrorKind::Handshake`] error). A reconnected
+    /// socket says what its current connection agreed.
     pub fn protocol(&self) -> Option<&str> {
-        self.inner.protocol.get().map(String::as_str)
+        let index = self.inner.protocol.load(Ordering::Acquire);
+        self.inner.protocols.get(index).map(String::as_str)
     }
 
     /// permessage-deflate as the opening handshake settled it: `None` when the server declined
@@ -280,7 +420,7 @@ impl<H: ClientHandler> WebSocket<H> {
     /// `decompress_reset` false), which costs it an inflate context of about 51 KiB for the
     /// connection's life (docs/DEFLATE.md). See [`PerMessageDeflate`](crate::PerMessageDeflate).
     pub fn compression(&self) -> Option<Negotiated> {
-        self.inner.core.compression()
+        self.core_ref().compression()
     }
 
     /// Sends a message: a `Text` as a text frame, a `Blob` as a binary frame, an `Object` as a
@@ -297,7 +437,7 @@ impl<H: ClientHandler> WebSocket<H> {
     /// permessage-deflate was negotiated (with `Compress::Auto`, messages shorter than the
     /// threshold are not).
     pub fn send_with(&self, message: impl Into<Message>, compress: Compress) -> Result<(), Error> {
-        self.inner.core.send(message.into(), compress)
+        self.core_ref().send(message.into(), compress)
     }
 
     /// The bytes queued on this socket and not yet written, as its budget
@@ -306,7 +446,7 @@ impl<H: ClientHandler> WebSocket<H> {
     /// [`QUEUED_MESSAGE_OVERHEAD`](crate::memory::QUEUED_MESSAGE_OVERHEAD). The browser's
     /// `bufferedAmount`.
     pub fn buffered_amount(&self) -> usize {
-        self.inner.core.buffered_amount()
+        self.core_ref().buffered_amount()
     }
 
     /// Resolves once a message of `bytes` bytes fits this socket's outgoing budget (its queue
@@ -324,12 +464,14 @@ impl<H: ClientHandler> WebSocket<H> {
     /// # Ok(()) }
     /// ```
     pub async fn writable(&self, bytes: usize) {
-        self.inner.core.writable(bytes).await;
+        let core = self.core();
+        core.writable(bytes).await;
     }
 
     /// Closes the connection normally (1000): a close frame, then the server's close frame and
     /// its TCP close are awaited. Called while connecting, it closes as soon as the connection
-    /// is open. Does nothing if already closing.
+    /// is open. Does nothing if already closing. It also stops a reconnecting socket: no
+    /// attempt follows, and one awaited is called off (its socket `Closed` at once).
     pub fn terminate(&self) {
         self.close(CloseCode::NORMAL, "");
     }
@@ -368,29 +510,30 @@ impl<H: ClientHandler> WebSocket<H> {
     }
 
     fn close(&self, code: CloseCode, reason: &str) {
-        self.inner.core.close(code, reason, None);
-    }
-
-    fn shared(&self) -> &Shared {
-        self.inner.core.shared()
+        self.inner.stopped.store(true, Ordering::Release);
+        self.inner.stop.notify_one();
+        self.core_ref().close(code, reason, None);
     }
 
     /// Runs a callback; a panic fails the connection with 1011 and is reported at its end.
     fn guard(&self, callback: &str, f: impl FnOnce(&H, &Self)) {
-        self.inner
-            .core
-            .guard(callback, || f(&self.inner.handler, self));
+        let core = self.core();
+        core.guard(callback, || f(&self.inner.handler, self));
     }
 }
 
 /// Plugs a client socket's handler into the driver.
 struct ClientCallbacks<H: ClientHandler> {
     ws: WebSocket<H>,
+    /// This connection's core.
+    core: Arc<Core>,
+    /// Where the close code goes, for the reconnection policy.
+    code: Option<oneshot::Sender<u16>>,
 }
 
 impl<H: ClientHandler> Callbacks for ClientCallbacks<H> {
     fn shared(&self) -> &Shared {
-        self.ws.shared()
+        self.core.shared()
     }
 
     fn on_message(&mut self, message: Incoming) {
@@ -413,7 +556,9 @@ impl<H: ClientHandler> Callbacks for ClientCallbacks<H> {
             });
         }
         ws.guard("on_terminate", |h, ws| h.on_terminate(ws, event));
-        ws.inner.ended.send_replace(true);
+        if let Some(code) = self.code {
+            let _ = code.send(ending.code.0);
+        }
     }
 }
 
@@ -441,4 +586,10 @@ impl<H: ClientHandler> fmt::Debug for WebSocket<H> {
             .field("status", &self.status())
             .finish()
     }
+}
+
+/// How one connection of a socket ended.
+enum Ended {
+    Closed(u16),
+    Failed(Error),
 }

@@ -8,6 +8,7 @@
 
 pub(crate) mod budget;
 mod driver;
+mod h2_stream;
 mod outgoing;
 mod queue;
 mod stream;
@@ -15,6 +16,7 @@ mod stream;
 mod tests;
 
 pub(crate) use driver::{run, Callbacks, DriverConfig, Ending};
+pub(crate) use h2_stream::H2Stream;
 pub(crate) use outgoing::Prepared;
 pub(crate) use queue::{Command, SendError, Shared};
 pub(crate) use stream::{Io, Stream};

@@ -4,30 +4,26 @@
 //! hyper serves HTTP/2 too, but its upgraded stream cannot end with RST_STREAM: dropped, it
 //! ends with END_STREAM, and RFC 8441 §5 keeps RST_STREAM(CANCEL) for where RFC 6455 drops
 //! the TCP connection (a close timeout, an abort). Served with `h2` directly, a WebSocket's
-//! stream is an [`H2Stream`]: END_STREAM when the driver shuts it down after a close
+//! stream is an `H2Stream`: END_STREAM when the driver shuts it down after a close
 //! handshake, RST_STREAM(CANCEL) when it is dropped without that; and what it writes is handed
 //! to h2 only as the peer's window allows, so what waits for a stalled peer stays in the
 //! connection's queue, under its byte budget. `h2` does the framing, the flow control and the
 //! SETTINGS; this file only connects its streams to the web server.
 
 use std::future::poll_fn;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use h2::server::SendResponse;
-use h2::{Reason, RecvStream, SendStream};
+use h2::{Reason, RecvStream};
 use http::header;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
 use super::web_server::{Body, Http2, OpenRate, WebInner, MAX_WINDOW};
-use crate::conn::Stream;
+use crate::conn::{H2Stream, Stream};
 
 /// Serves one HTTP/2 connection until it ends, or until the web server stops: then, once every
 /// WebSocket had its close, GOAWAY, and the streams in flight finish (until `forced`). A
@@ -158,12 +154,7 @@ async fn answer(
         let (head, _) = response.into_parts();
         match respond.send_response(http::Response::from_parts(head, ()), false) {
             Ok(send) => {
-                let stream = H2Stream {
-                    send,
-                    recv,
-                    received: Bytes::new(),
-                    ended: false,
-                };
+                let stream = H2Stream::new(send, recv);
                 opening.open(Stream::from_io(stream), BytesMut::new()).await;
             }
             Err(err) => opening.failed(format!("the 200 could not be sent: {err}")),
@@ -222,108 +213,4 @@ async fn send(mut respond: SendResponse<Bytes>, response: http::Response<Body>) 
         }
     }
     let _ = stream.send_data(Bytes::new(), true);
-}
-
-/// A WebSocket on an HTTP/2 stream (RFC 8441): DATA frames carry its bytes both ways.
-struct H2Stream {
-    send: SendStream<Bytes>,
-    recv: RecvStream,
-    /// Received and not read yet.
-    received: Bytes,
-    /// END_STREAM sent: the close handshake is over on our side.
-    ended: bool,
-}
-
-impl AsyncRead for H2Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        while this.received.is_empty() {
-            match ready!(this.recv.poll_data(cx)) {
-                Some(Ok(data)) => this.received = data,
-                // END_STREAM: the peer's FIN.
-                None => return Poll::Ready(Ok(())),
-                // A reset ends the stream as a TCP reset would: this WebSocket alone.
-                Some(Err(err)) => return Poll::Ready(Err(to_io(err))),
-            }
-        }
-        let count = this.received.len().min(buf.remaining());
-        buf.put_slice(&this.received[..count]);
-        this.received.advance(count);
-        // Read by the connection: the peer may send that much more.
-        let _ = this.recv.flow_control().release_capacity(count);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for H2Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        loop {
-            let capacity = this.send.capacity();
-            if capacity > 0 {
-                let count = capacity.min(buf.len());
-                this.send
-                    .send_data(Bytes::copy_from_slice(&buf[..count]), false)
-                    .map_err(to_io)?;
-                return Poll::Ready(Ok(count));
-            }
-            // Only what the peer's window allows is handed to h2: the rest waits in the
-            // connection's queue, counted by its byte budget.
-            this.send.reserve_capacity(buf.len());
-            match ready!(this.send.poll_capacity(cx)) {
-                Some(Ok(_)) => continue,
-                Some(Err(err)) => return Poll::Ready(Err(to_io(err))),
-                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-            }
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // h2's connection task writes the frames.
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.ended {
-            this.ended = true;
-            // RFC 8441 §5: the close handshake's end is END_STREAM, TCP's FIN.
-            this.send.send_data(Bytes::new(), true).map_err(to_io)?;
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Drop for H2Stream {
-    fn drop(&mut self) {
-        if !self.ended {
-            // Dropped without a close handshake's end (a close timeout, an abort, a failure):
-            // RFC 8441 §5's TCP reset.
-            self.send.send_reset(Reason::CANCEL);
-        }
-    }
-}
-
-/// An h2 error as the driver sees I/O errors: a peer's reset is the end of the stream.
-fn to_io(err: h2::Error) -> io::Error {
-    if err.is_io() {
-        return err.into_io().unwrap_or_else(|| io::ErrorKind::Other.into());
-    }
-    match err.reason() {
-        Some(Reason::NO_ERROR) | Some(Reason::CANCEL) => {
-            io::Error::new(io::ErrorKind::ConnectionReset, err)
-        }
-        _ => io::Error::other(err),
-    }
 }

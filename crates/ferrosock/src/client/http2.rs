@@ -1,0 +1,238 @@
+//! The client's HTTP/2 (RFC 8441): one connection per origin, shared by the WebSockets that
+//! ask for HTTP/2, each on a stream of its own. `h2` does the framing, the flow control and
+//! the SETTINGS; this file chooses the connection and opens the extended CONNECT.
+//!
+//! The client waits for the server's SETTINGS (they precede the answer to a PING) before it
+//! chooses: without `SETTINGS_ENABLE_CONNECT_PROTOCOL`, or from a server that does not speak
+//! HTTP/2 at all (`ws://` tries it by prior knowledge), the WebSocket goes over HTTP/1.1 on a
+//! new connection, and the origin is remembered as such for a minute.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use h2::client::SendRequest;
+
+use super::connect::{
+    client_handshake, handshake, handshake_failed, refusal, transport, Established, Outcome, Target,
+};
+use super::proxy::Proxy;
+use super::ClientOptions;
+use crate::conn::{H2Stream, Stream};
+use crate::error::{Error, ErrorKind};
+
+/// How long an origin that does not take WebSockets over HTTP/2 goes straight to HTTP/1.1.
+const HTTP1_MEMORY: Duration = Duration::from_secs(60);
+
+/// What makes two sockets able to share a connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Origin {
+    secure: bool,
+    host: String,
+    port: u16,
+    /// The proxy, credentials included: another user is another tunnel.
+    proxy: Option<Proxy>,
+    /// The TLS configuration's address: other roots or client certificates, another
+    /// connection.
+    tls: usize,
+}
+
+#[derive(Default)]
+enum Slot {
+    #[default]
+    Empty,
+    Open(Connection),
+    Http1Only(Instant),
+}
+
+struct Connection {
+    send: SendRequest<Bytes>,
+    /// Set when h2's connection task ends.
+    closed: Arc<AtomicBool>,
+}
+
+type Pool = Mutex<HashMap<Origin, Arc<tokio::sync::Mutex<Slot>>>>;
+
+static POOL: LazyLock<Pool> = LazyLock::new(Pool::default);
+
+/// Opens the WebSocket on an HTTP/2 stream to `target`'s origin; `None` when the server does
+/// not take WebSockets over HTTP/2 (the caller goes on with HTTP/1.1).
+pub(crate) async fn open(
+    target: &Target,
+    proxy: Option<&Proxy>,
+    headers: &[(String, String)],
+    options: &ClientOptions,
+) -> Result<Option<Outcome>, Error> {
+    let origin = Origin {
+        secure: target.secure,
+        host: target.host.clone(),
+        port: target.port,
+        proxy: proxy.cloned(),
+        tls: options.tls.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize),
+    };
+    let slot = POOL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(origin)
+        .or_default()
+        .clone();
+    // A pooled connection may have gone away since (a GOAWAY): then one new dial.
+    for pooled_tries in [true, false] {
+        // One dial per origin at a time: sockets cut off together share the next connection.
+        let mut guard = slot.lock().await;
+        let (send, pooled) = match &*guard {
+            Slot::Open(connection)
+                if pooled_tries && !connection.closed.load(Ordering::Acquire) =>
+            {
+                (connection.send.clone(), true)
+            }
+            Slot::Http1Only(since) if since.elapsed() < HTTP1_MEMORY => return Ok(None),
+            _ => match dial(target, proxy, options).await? {
+                Dialed::Http2(connection) => {
+                    let send = connection.send.clone();
+                    *guard = Slot::Open(connection);
+                    (send, false)
+                }
+                Dialed::Http1(stream) => {
+                    // ALPN chose HTTP/1.1: this connection carries the WebSocket.
+                    *guard = Slot::Http1Only(Instant::now());
+                    drop(guard);
+                    return handshake(stream, target, headers, options).await.map(Some);
+                }
+                Dialed::NoWebSockets(why) => {
+                    tracing::debug!(origin = %target.authority(), "{why}: HTTP/1.1 instead");
+                    *guard = Slot::Http1Only(Instant::now());
+                    return Ok(None);
+                }
+            },
+        };
+        drop(guard);
+        // Waits while the server's stream limit is reached.
+        let send = match send.ready().await {
+            Ok(send) => send,
+            Err(err) if pooled => {
+                tracing::debug!(origin = %target.authority(), "pooled HTTP/2 connection gone: {err}");
+                continue;
+            }
+            Err(err) => {
+                return Err(Error::with_source(
+                    ErrorKind::Handshake,
+                    "the HTTP/2 connection ended before the WebSocket's stream could open",
+                    err,
+                ))
+            }
+        };
+        return extended_connect(send, target, headers, options)
+            .await
+            .map(Some);
+    }
+    unreachable!("the second round dials or returns")
+}
+
+enum Dialed {
+    Http2(Connection),
+    Http1(Stream),
+    NoWebSockets(String),
+}
+
+/// A new connection to the origin: HTTP/2 with extended CONNECT, or why not.
+async fn dial(
+    target: &Target,
+    proxy: Option<&Proxy>,
+    options: &ClientOptions,
+) -> Result<Dialed, Error> {
+    let (stream, alpn) = transport(target, proxy, options, &[b"h2", b"http/1.1"]).await?;
+    if target.secure && alpn.as_deref() != Some(b"h2") {
+        return Ok(Dialed::Http1(stream));
+    }
+    let (send, mut connection) = match h2::client::Builder::new()
+        .initial_window_size(256 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .handshake::<_, Bytes>(stream)
+        .await
+    {
+        Ok(parts) => parts,
+        Err(err) => return Ok(Dialed::NoWebSockets(format!("no HTTP/2 ({err})"))),
+    };
+    let mut ping = connection.ping_pong().expect("taken once, here");
+    let closed = Arc::new(AtomicBool::new(false));
+    let ended = closed.clone();
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!("HTTP/2 connection ended: {err}");
+        }
+        ended.store(true, Ordering::Release);
+    });
+    // The server's SETTINGS come first (RFC 9113 §3.4), before the answer to this PING.
+    if let Err(err) = ping.ping(h2::Ping::opaque()).await {
+        return Ok(Dialed::NoWebSockets(format!(
+            "the server does not speak HTTP/2 ({err})"
+        )));
+    }
+    if !send.is_extended_connect_protocol_enabled() {
+        return Ok(Dialed::NoWebSockets(
+            "the server does not enable extended CONNECT (RFC 8441)".to_owned(),
+        ));
+    }
+    Ok(Dialed::Http2(Connection { send, closed }))
+}
+
+/// The extended CONNECT (RFC 8441 §4) on a stream of `send`'s connection.
+async fn extended_connect(
+    mut send: SendRequest<Bytes>,
+    target: &Target,
+    headers: &[(String, String)],
+    options: &ClientOptions,
+) -> Result<Outcome, Error> {
+    let failed = |what: &str, err: h2::Error| {
+        Error::with_source(
+            ErrorKind::Handshake,
+            format!("the HTTP/2 opening handshake failed: {what}"),
+            err,
+        )
+    };
+    let handshake = client_handshake(options);
+    let scheme = if target.secure { "https" } else { "http" };
+    let uri = format!("{scheme}://{}{}", target.authority(), target.resource);
+    let mut request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(uri)
+        .version(http::Version::HTTP_2)
+        .body(())
+        .map_err(|err| Error::with_source(ErrorKind::InvalidUrl, "not an HTTP/2 target", err))?;
+    request
+        .extensions_mut()
+        .insert(h2::ext::Protocol::from_static("websocket"));
+    let map = request.headers_mut();
+    *map = handshake.extended_connect_headers();
+    for (name, value) in headers {
+        // `:authority` says the host over HTTP/2.
+        if name.eq_ignore_ascii_case("host") {
+            continue;
+        }
+        let name = http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes());
+        let value = http::HeaderValue::from_str(value);
+        if let (Ok(name), Ok(value)) = (name, value) {
+            map.append(name, value);
+        }
+    }
+    let (response, stream) = send
+        .send_request(request, false)
+        .map_err(|err| failed("the stream could not be opened", err))?;
+    let response = response.await.map_err(|err| failed("no answer", err))?;
+    let (head, body) = response.into_parts();
+    if !head.status.is_success() {
+        return refusal(head.status.as_u16(), &head.headers);
+    }
+    let accepted = handshake
+        .check_extended_connect(head.status.as_u16(), &head.headers)
+        .map_err(handshake_failed)?;
+    Ok(Outcome::Open(Established {
+        stream: Stream::from_io(H2Stream::new(stream, body)),
+        leftover: BytesMut::new(),
+        deflate: accepted.deflate,
+        protocol: accepted.protocol,
+    }))
+}
