@@ -3,6 +3,9 @@
 
 #![allow(missing_debug_implementations)] // test support only
 
+#[path = "net_peers.rs"]
+pub mod net_peers;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -751,6 +754,15 @@ impl ferrosock::ClientHandler for ClientProbe {
             event.code,
             event.reason,
             event.was_clean,
+            ws.status()
+        ));
+    }
+
+    fn on_reconnect(&self, ws: &ferrosock::WebSocket<Self>, event: ferrosock::ReconnectEvent) {
+        self.record(format!(
+            "reconnect attempt={} delay={}ms status={}",
+            event.attempt,
+            event.delay.as_millis(),
             ws.status()
         ));
     }

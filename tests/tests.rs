@@ -10,10 +10,14 @@ mod closing;
 mod doors;
 #[path = "it/http2.rs"]
 mod http2;
+#[path = "it/http2_client.rs"]
+mod http2_client;
 #[path = "it/limits.rs"]
 mod limits;
 #[path = "it/peers.rs"]
 mod peers;
+#[path = "it/proxies.rs"]
+mod proxies;
 #[path = "it/robustness.rs"]
 mod robustness;
 #[path = "it/streams.rs"]

@@ -88,6 +88,27 @@ pub struct ConnectArgs {
     /// agrees to is printed on stderr.
     #[arg(long = "protocol", value_name = "NAME", value_parser = token)]
     pub protocols: Vec<String>,
+    /// Connect through this proxy: http://[USER:PASS@]HOST:PORT (HTTP CONNECT), https://...
+    /// (TLS to the proxy), socks5://... (names resolved here) or socks5h://... (by the proxy).
+    /// Without it, HTTPS_PROXY (wss://), HTTP_PROXY (ws://), ALL_PROXY and NO_PROXY are read
+    /// as curl reads them.
+    #[arg(long, value_name = "URL", value_parser = proxy, conflicts_with = "no_proxy")]
+    pub proxy: Option<String>,
+    /// Connect directly, ignoring the proxy environment variables.
+    #[arg(long)]
+    pub no_proxy: bool,
+    /// Ask for HTTP/2 (RFC 8441): ALPN h2 for wss://, prior knowledge for ws://; HTTP/1.1 when
+    /// the server does not take WebSockets over HTTP/2.
+    #[arg(long)]
+    pub http2: bool,
+    /// When the connection is lost (1006, 1001, 1011, 1012, 1013, or an attempt that failed
+    /// to connect), connect again with exponential backoff (0.5 s doubling to 30 s, with
+    /// jitter), until stdin ends or the server closes normally.
+    #[arg(long)]
+    pub reconnect: bool,
+    /// With --reconnect: give up after this many failed attempts in a row.
+    #[arg(long, value_name = "N", requires = "reconnect", value_parser = positive_u32)]
+    pub max_attempts: Option<u32>,
     /// Send each line as a binary message instead of a text one.
     #[arg(long)]
     pub binary: bool,
@@ -260,6 +281,20 @@ fn seconds(value: &str) -> Result<f64, String> {
             Ok(secs)
         }
         Ok(_) => Err("must be a positive number of seconds".to_owned()),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+fn proxy(value: &str) -> Result<String, String> {
+    ferrosock::Proxy::parse(value)
+        .map(|_| value.to_owned())
+        .map_err(|err| err.to_string())
+}
+
+fn positive_u32(value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
         Err(err) => Err(err.to_string()),
     }
 }

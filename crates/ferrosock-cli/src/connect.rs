@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ferrosock::{
-    ClientHandler, ClientOptions, DataType, ErrorEvent, Message, MessageEvent, Params,
-    TerminateEvent, WebSocket,
+    ClientHandler, ClientOptions, DataType, ErrorEvent, Message, MessageEvent, OpenEvent, Params,
+    Reconnect, ReconnectEvent, TerminateEvent, WebSocket,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Notify;
@@ -24,12 +24,30 @@ struct Terminal {
     /// Set when this side starts the close (stdin ended): the server's 1000 in answer is no
     /// news, any other code is.
     closing: std::sync::atomic::AtomicBool,
+    /// Set once a reconnection was scheduled: the next `on_open` says so.
+    reconnecting: std::sync::atomic::AtomicBool,
     /// The last error, which explains a lost connection (1006).
     error: Mutex<Option<String>>,
     ended: Mutex<Option<TerminateEvent>>,
 }
 
 impl ClientHandler for Terminal {
+    fn on_open(&self, ws: &WebSocket<Self>, _event: OpenEvent) {
+        if self.reconnecting.load(std::sync::atomic::Ordering::Acquire) {
+            note(format_args!("ferrosock: reconnected to {}", ws.url()));
+        }
+    }
+
+    fn on_reconnect(&self, _ws: &WebSocket<Self>, event: ReconnectEvent) {
+        self.reconnecting
+            .store(true, std::sync::atomic::Ordering::Release);
+        note(format_args!(
+            "ferrosock: reconnecting in {:.1} s (attempt {})",
+            event.delay.as_secs_f64(),
+            event.attempt
+        ));
+    }
+
     fn on_message(&self, ws: &WebSocket<Self>, event: MessageEvent) {
         self.activity.notify_one();
         let mut stdout = std::io::stdout().lock();
@@ -90,6 +108,16 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     if args.no_deflate {
         options = options.deflate(ferrosock::PerMessageDeflate::disabled());
     }
+    if let Some(proxy) = &args.proxy {
+        options = options.proxy(proxy).context("--proxy")?;
+    }
+    if args.no_proxy {
+        options = options.no_proxy();
+    }
+    if args.reconnect {
+        options = options.reconnect(Reconnect::default().max_attempts(args.max_attempts));
+    }
+    options = options.http2(args.http2);
     let offered = !args.protocols.is_empty();
     options = options.protocols(args.protocols);
     let quiet_period = Duration::from_secs_f64(args.quiet_period);
@@ -101,6 +129,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect(),
         closing: Default::default(),
+        reconnecting: Default::default(),
         error: Mutex::new(None),
         ended: Mutex::new(None),
     };

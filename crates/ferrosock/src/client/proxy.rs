@@ -471,6 +471,8 @@ async fn http_connect<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let why = match head.status {
         407 => "proxy authentication required".to_owned(),
+        // What some proxies (tinyproxy) answer to credentials they refuse.
+        401 if proxy.credentials.is_some() => "unauthorized".to_owned(),
         403 => "forbidden".to_owned(),
         status => http::StatusCode::from_u16(status)
             .ok()
@@ -479,7 +481,7 @@ async fn http_connect<S: AsyncRead + AsyncWrite + Unpin>(
             .to_ascii_lowercase(),
     };
     let credentials = match (head.status, &proxy.credentials) {
-        (407, Some(_)) => " (the credentials given were refused)",
+        (401 | 407, Some(_)) => " (the credentials given were refused)",
         (407, None) => " (no credentials were given)",
         _ => "",
     };

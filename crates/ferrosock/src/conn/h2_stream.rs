@@ -44,6 +44,12 @@ impl AsyncRead for H2Stream {
                 Some(Ok(data)) => this.received = data,
                 // END_STREAM: the peer's FIN.
                 None => return Poll::Ready(Ok(())),
+                // "Stop sending, no error" (RFC 9113 §8.1): what a server sends after its END_STREAM
+                // when it is done before the client. An end of the stream, no failure: clean
+                // after the close handshake, 1006 without one, as a FIN would be.
+                Some(Err(err)) if err.reason() == Some(Reason::NO_ERROR) => {
+                    return Poll::Ready(Ok(()))
+                }
                 // A reset ends the stream as a TCP reset would: this WebSocket alone.
                 Some(Err(err)) => return Poll::Ready(Err(to_io(err))),
             }
@@ -96,8 +102,12 @@ impl AsyncWrite for H2Stream {
         let this = self.get_mut();
         if !this.ended {
             this.ended = true;
-            // RFC 8441 §5: the close handshake's end is END_STREAM, TCP's FIN.
-            this.send.send_data(Bytes::new(), true).map_err(to_io)?;
+            // RFC 8441 §5: the close handshake's end is END_STREAM, TCP's FIN. A stream the
+            // peer already ended and reset with NO_ERROR (a server done before its client)
+            // takes no more frames: nothing is lost, as with a FIN after the peer's.
+            if let Err(err) = this.send.send_data(Bytes::new(), true) {
+                tracing::trace!("END_STREAM not sent: {err}");
+            }
         }
         Poll::Ready(Ok(()))
     }

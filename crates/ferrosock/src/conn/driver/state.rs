@@ -293,9 +293,14 @@ where
         }
     }
 
+    /// Reading or writing failed. After the peer's close frame, the connection ends as an EOF
+    /// would end it (RFC 6455 §7.1.5: the close code is the peer's): a reset once both close
+    /// frames crossed — an HTTP/2 server that drops its connection after its close, say — takes
+    /// nothing from a completed close handshake.
     pub(super) fn io_failed(&self, err: &io::Error) -> Ending {
         match &self.close {
             Close::Failed { ending, .. } => (**ending).clone(),
+            Close::Received { .. } => self.on_eof(),
             _ => Ending::abnormal(format!("connection error: {err}")),
         }
     }
