@@ -323,7 +323,7 @@ async fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
 }
 
 /// Reads an HTTP head as it came, and the bytes after it.
-async fn read_raw_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
+pub async fn read_raw_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
     within("an HTTP head", async {
         let mut buf = Vec::new();
         loop {
@@ -964,6 +964,17 @@ impl PeerServer {
     /// Starts the peer on a port of its own choosing, or returns `None` when it is not
     /// installed (outside CI).
     pub fn start(peer: Peer, pki: Option<&TestPki>, deflate: &str) -> Option<PeerServer> {
+        PeerServer::start_at(peer, pki, deflate, 0)
+    }
+
+    /// [`start`](Self::start) on `port` (0: one of its choosing): to restart a peer where its
+    /// clients will look for it. Python and Node only.
+    pub fn start_at(
+        peer: Peer,
+        pki: Option<&TestPki>,
+        deflate: &str,
+        port: u16,
+    ) -> Option<PeerServer> {
         let root = repo_root();
         let peers = root.join(".peers");
         let uws = root.join("../shared/tools/uws/uws_echo_deflate");
@@ -988,7 +999,7 @@ impl PeerServer {
             // Port 0: the peer binds a free port itself and prints it ("READY PORT").
             command
                 .arg(script)
-                .arg("0")
+                .arg(port.to_string())
                 .env("NODE_PATH", peers.join("node/node_modules"))
                 .arg("--deflate")
                 .arg(deflate);

@@ -18,6 +18,10 @@ mod limits;
 mod peers;
 #[path = "it/proxies.rs"]
 mod proxies;
+#[path = "it/reconnect.rs"]
+mod reconnect;
+#[path = "it/redirects.rs"]
+mod redirects;
 #[path = "it/robustness.rs"]
 mod robustness;
 #[path = "it/streams.rs"]
