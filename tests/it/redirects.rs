@@ -79,7 +79,7 @@ async fn a_chain_of_redirects_reaches_the_server_without_credentials_for_other_o
         assert!(head.contains("authorization: bearer sekrit"), "{head}");
         assert!(head.contains("cookie: session=abc"), "{head}");
     }
-    let far_head = &far_heads.lock().unwrap()[0];
+    let far_head = far_heads.lock().unwrap()[0].clone();
     assert!(far_head.starts_with("get /third "), "{far_head}");
     assert!(
         !far_head.contains("authorization") && !far_head.contains("cookie"),
