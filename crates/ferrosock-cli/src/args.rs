@@ -308,6 +308,30 @@ fn positive(value: &str) -> Result<usize, String> {
 }
 
 /// Prints a usage error on one line (help and version in full) and picks the exit code.
+/// `text` with the `user:password@` of every URL in it hidden: clap repeats an invalid value,
+/// and a proxy URL's credentials must not reach a terminal or a log.
+fn without_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(scheme_end) = rest.find("://") {
+        let (head, tail) = rest.split_at(scheme_end + 3);
+        out.push_str(head);
+        // The URL's authority ends at the first '/', quote or space.
+        let authority_end = tail
+            .find(|c: char| c == '/' || c == '\'' || c == '"' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        match tail[..authority_end].rfind('@') {
+            Some(at) => {
+                out.push_str("<credentials>");
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 pub fn report_usage_error(err: &clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match err.kind() {
@@ -323,10 +347,39 @@ pub fn report_usage_error(err: &clap::Error) -> ExitCode {
         }
         _ => {
             let rendered = err.to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let mut lines = rendered.lines();
+            let first = lines.next().unwrap_or("invalid arguments");
+            let mut first = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+            // "the following required arguments were not provided:" lists them on the next
+            // lines, indented.
+            if first.ends_with(':') {
+                let listed: Vec<&str> = lines
+                    .take_while(|line| line.starts_with("  "))
+                    .map(str::trim)
+                    .collect();
+                first = format!("{first} {}", listed.join(", "));
+            }
+            let first = without_credentials(&first);
             crate::note(format_args!("ferrosock: {first} (see ferrosock --help)"));
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_errors_hide_credentials() {
+        assert_eq!(
+            without_credentials("invalid value 'ftp://u:secret@proxy:21' for '--proxy <URL>': x"),
+            "invalid value 'ftp://<credentials>@proxy:21' for '--proxy <URL>': x"
+        );
+        assert_eq!(
+            without_credentials("a http://h/p@x and socks5://a@b c"),
+            "a http://h/p@x and socks5://<credentials>@b c"
+        );
+        assert_eq!(without_credentials("no url"), "no url");
     }
 }
