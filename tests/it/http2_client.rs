@@ -85,7 +85,10 @@ fn seen(wss: &WebSocketServer<Probe>) -> Vec<(http::Version, String)> {
         .iter()
         .map(|c| {
             let request = &c.handler().request;
-            (request.http_version(), request.remote_address().to_owned())
+            (
+                request.http_version(),
+                format!("{}:{:?}", request.remote_address(), request.remote_port()),
+            )
         })
         .collect()
 }
@@ -231,4 +234,36 @@ async fn without_websockets_over_http2_the_client_uses_http1() {
             .await;
         }
     }
+}
+
+#[tokio::test]
+async fn past_the_servers_stream_limit_another_connection_opens() {
+    let web = web_server_with(WebServerOptions::default().http2_max_streams(4)).await;
+    let (probe, _server) = Probe::new(Behavior::Echo);
+    let wss = WebSocketServer::new(&web, probe, ServerOptions::default()).unwrap();
+    let url = format!("ws://{}/echo", web.local_addr());
+    let options = ClientOptions::default().http2(true);
+    let mut sockets = Vec::new();
+    for _ in 0..10 {
+        sockets.push(open(&url, options.clone()).await);
+    }
+    for (ws, events) in &mut sockets {
+        assert_eq!(ask(ws, events, "fits").await, "fits");
+    }
+    let mut remotes: Vec<String> = seen(&wss).into_iter().map(|(_, remote)| remote).collect();
+    remotes.sort();
+    remotes.dedup();
+    assert_eq!(remotes.len(), 3, "4 + 4 + 2 streams: {remotes:?}");
+    // A closed stream frees its place: the next socket takes it, on an open connection.
+    let (ws, _) = sockets.remove(0);
+    ws.terminate();
+    within("the close", ws.closed()).await;
+    sockets.push(open(&url, options.clone()).await);
+    let mut now: Vec<String> = seen(&wss).into_iter().map(|(_, remote)| remote).collect();
+    now.sort();
+    now.dedup();
+    assert!(
+        now.iter().all(|remote| remotes.contains(remote)),
+        "{now:?} {remotes:?}"
+    );
 }

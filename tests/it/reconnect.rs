@@ -204,7 +204,10 @@ async fn http2_sockets_come_back_together_on_one_new_connection() {
     let remotes: Vec<String> = wss
         .connections()
         .iter()
-        .map(|c| c.handler().request.remote_address().to_owned())
+        .map(|c| {
+            let request = &c.handler().request;
+            format!("{}:{:?}", request.remote_address(), request.remote_port())
+        })
         .collect();
     assert_eq!(remotes.len(), 3);
     assert!(

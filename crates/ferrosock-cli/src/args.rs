@@ -47,6 +47,13 @@ pub struct BenchArgs {
     /// Binary messages instead of text.
     #[arg(long)]
     pub binary: bool,
+    /// WebSockets over HTTP/2 (RFC 8441, by prior knowledge on ws://): the connections (or
+    /// --idle ones) are streams spread over --http2-connections HTTP/2 connections.
+    #[arg(long, conflicts_with_all = ["fanout", "raw_echo"])]
+    pub http2: bool,
+    /// With --http2: how many HTTP/2 connections carry the WebSockets.
+    #[arg(long, value_name = "M", default_value_t = 1, value_parser = positive, requires = "http2")]
+    pub http2_connections: usize,
     /// Print the result as one JSON object (and no progress line).
     #[arg(long)]
     pub json: bool,

@@ -26,6 +26,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
 
 use crate::args::BenchArgs;
+use crate::bench_h2::{H2Connection, H2Io};
 use crate::note;
 
 /// What one run measured.
@@ -48,10 +49,10 @@ impl Stats {
 }
 
 /// Where to connect, from the URL.
-struct Target {
-    addr: SocketAddr,
-    host_header: String,
-    resource: String,
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    pub(crate) host_header: String,
+    pub(crate) resource: String,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -94,10 +95,114 @@ async fn target(url: &str) -> anyhow::Result<Target> {
 }
 
 /// An open connection, past the opening handshake.
-struct Connection {
-    stream: TcpStream,
-    buf: BytesMut,
-    deflate: Option<ferrosock::proto::Negotiated>,
+pub(crate) struct Connection {
+    pub(crate) stream: Io,
+    pub(crate) buf: BytesMut,
+    pub(crate) deflate: Option<ferrosock::proto::Negotiated>,
+}
+
+/// A WebSocket's bytes: its own TCP connection, or a stream of a shared HTTP/2 one.
+pub(crate) enum Io {
+    Tcp(TcpStream),
+    H2(H2Io),
+}
+
+impl tokio::io::AsyncRead for Io {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(tcp) => std::pin::Pin::new(tcp).poll_read(cx, buf),
+            Io::H2(h2) => std::pin::Pin::new(h2).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Io {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Tcp(tcp) => std::pin::Pin::new(tcp).poll_write(cx, buf),
+            Io::H2(h2) => std::pin::Pin::new(h2).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(tcp) => std::pin::Pin::new(tcp).poll_flush(cx),
+            Io::H2(h2) => std::pin::Pin::new(h2).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(tcp) => std::pin::Pin::new(tcp).poll_shutdown(cx),
+            Io::H2(h2) => std::pin::Pin::new(h2).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Opens `count` WebSockets: each on a TCP connection of its own, or, with `--http2`, spread
+/// over `--http2-connections` HTTP/2 connections. `source(i)` is the address the i-th TCP
+/// connection comes from.
+async fn open_all(
+    args: &BenchArgs,
+    target: &Target,
+    count: usize,
+    batch_size: usize,
+    source: impl Fn(usize) -> Option<IpAddr>,
+) -> (Vec<Connection>, Vec<String>) {
+    let mut connections = Vec::with_capacity(count);
+    let mut errors = Vec::new();
+    let indices: Vec<usize> = (0..count).collect();
+    if args.http2 {
+        let mut shared = Vec::new();
+        for _ in 0..args.http2_connections {
+            match H2Connection::open(target).await {
+                Ok(connection) => shared.push(connection),
+                Err(err) => errors.push(format!("HTTP/2 connection: {err:#}")),
+            }
+        }
+        if shared.is_empty() {
+            return (connections, errors);
+        }
+        for batch in indices.chunks(batch_size) {
+            let opened = join_all(
+                batch
+                    .iter()
+                    .map(|&i| shared[i % shared.len()].websocket(target, args.deflate)),
+            )
+            .await;
+            for result in opened {
+                match result {
+                    Ok(connection) => connections.push(connection),
+                    Err(err) => errors.push(format!("connect: {err:#}")),
+                }
+            }
+        }
+        return (connections, errors);
+    }
+    for batch in indices.chunks(batch_size) {
+        let opened = join_all(batch.iter().map(|&i| open(target, source(i), args.deflate))).await;
+        for result in opened {
+            match result {
+                Ok(connection) => connections.push(connection),
+                Err(err) => errors.push(format!("connect: {err:#}")),
+            }
+        }
+    }
+    (connections, errors)
 }
 
 async fn open(
@@ -132,7 +237,7 @@ async fn open(
         if let Some(accepted) = handshake.check_response(&buf)? {
             let _ = buf.split_to(accepted.head_len);
             return Ok(Connection {
-                stream,
+                stream: Io::Tcp(stream),
                 buf,
                 deflate: accepted.deflate,
             });
@@ -167,15 +272,9 @@ async fn load(args: &BenchArgs, target: &Target) -> anyhow::Result<()> {
     let payload = payload(args.size, args.binary);
 
     // Connect everyone first, a hundred at a time, then start together.
-    let mut connections = Vec::with_capacity(args.connections);
-    for batch in (0..args.connections).collect::<Vec<_>>().chunks(100) {
-        let opened = join_all(batch.iter().map(|_| open(target, None, args.deflate))).await;
-        for result in opened {
-            match result {
-                Ok(connection) => connections.push(connection),
-                Err(err) => stats.borrow_mut().error(format!("connect: {err:#}")),
-            }
-        }
+    let (connections, errors) = open_all(args, target, args.connections, 100, |_| None).await;
+    for error in errors {
+        stats.borrow_mut().error(error);
     }
     if connections.is_empty() {
         bail!(
@@ -261,6 +360,7 @@ async fn load(args: &BenchArgs, target: &Target) -> anyhow::Result<()> {
         let json = serde_json::json!({
             "url": args.url,
             "connections": args.connections,
+            "http2_connections": args.http2.then_some(args.http2_connections),
             "size": args.size,
             "binary": args.binary,
             "deflate": args.deflate,
@@ -614,22 +714,10 @@ async fn idle(args: &BenchArgs, target: &Target, count: usize) -> anyhow::Result
     // Loopback has 127.0.0.0/8: spread connections over several source addresses so that the
     // ephemeral ports of one address (about 28 000) never run short.
     let spread = target.addr.ip().is_loopback() && target.addr.is_ipv4();
-    let mut connections = Vec::with_capacity(count);
-    let mut errors = Vec::new();
-    let indices: Vec<usize> = (0..count).collect();
-    for batch in indices.chunks(200) {
-        let opened = join_all(batch.iter().map(|&i| {
-            let source = spread.then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % 16) as u8)));
-            open(target, source, args.deflate)
-        }))
-        .await;
-        for result in opened {
-            match result {
-                Ok(connection) => connections.push(connection),
-                Err(err) => errors.push(format!("{err:#}")),
-            }
-        }
-    }
+    let (connections, errors) = open_all(args, target, count, 200, |i| {
+        spread.then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % 16) as u8)))
+    })
+    .await;
     let opened = connections.len();
     // Let the server settle (its tasks run on_open, buffers are released).
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -644,6 +732,7 @@ async fn idle(args: &BenchArgs, target: &Target, count: usize) -> anyhow::Result
         let json = serde_json::json!({
             "url": args.url,
             "idle": count,
+            "http2_connections": args.http2.then_some(args.http2_connections),
             "opened": opened,
             "errors": errors.len(),
             "server_rss_kib_before": rss_before,

@@ -483,6 +483,64 @@ fn bench_measures_round_trips_against_echo() {
 }
 
 #[test]
+fn bench_http2_spreads_websockets_over_connections() {
+    let (server, addr) = spawn(&["echo", "--listen", "127.0.0.1:0"]);
+    let url = format!("ws://{addr}/");
+    let pid = server.id().to_string();
+    let before = open_fds(server.id());
+    let args = [
+        url.as_str(),
+        "-c",
+        "20",
+        "-d",
+        "1",
+        "--http2",
+        "--http2-connections",
+        "2",
+        "--server-pid",
+        &pid,
+    ];
+    let (status, json, stderr) = bench(&args);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(json["errors"], 0, "{json} {stderr}");
+    assert_eq!(json["http2_connections"], 2);
+    assert!(json["messages"].as_u64().unwrap() > 100, "{json}");
+    // Idle WebSockets over HTTP/2: two TCP connections for forty WebSockets, held while the
+    // server is looked at.
+    eventually(
+        "the load's connections closed",
+        Duration::from_secs(30),
+        || open_fds(server.id()) == before,
+    );
+    let mut idle = std::process::Command::new(env!("CARGO_BIN_EXE_ferrosock"))
+        .arg("bench")
+        .args([
+            &url,
+            "--idle",
+            "40",
+            "-d",
+            "30",
+            "--http2",
+            "--http2-connections",
+            "2",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(
+        "two more sockets on the server",
+        Duration::from_secs(30),
+        || open_fds(server.id()) == before + 2,
+    );
+    let _ = idle.kill();
+    let _ = idle.wait();
+    // Past the server's stream limit (128 per connection), a clear error, not a hang.
+    let (status, _, stderr) = bench(&[url.as_str(), "--idle", "129", "-d", "0.1", "--http2"]);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("allows 128 streams"), "{stderr}");
+}
+
+#[test]
 fn bench_reports_a_server_that_cuts_connections_as_errors() {
     // A server that completes the handshake (ferrosock echo) but closes connections that send
     // a message over its limit: every connection fails, each is counted.

@@ -17,6 +17,7 @@ pub struct Request {
     query: Params,
     url: String,
     remote_address: String,
+    remote_port: Option<u16>,
     protocols: Vec<String>,
     version: http::Version,
 }
@@ -66,6 +67,7 @@ impl Request {
             url,
             remote_address: remote
                 .map_or_else(String::new, |remote| remote.ip().to_canonical().to_string()),
+            remote_port: remote.map(|remote| remote.port()),
             protocols,
             version: request.version,
         }
@@ -110,6 +112,13 @@ impl Request {
     /// `axum` feature — and is empty without them.
     pub fn remote_address(&self) -> &str {
         &self.remote_address
+    }
+
+    /// The client's TCP port (ferrosock extension); `None` where
+    /// [`remote_address`](Self::remote_address) is empty. WebSockets over one HTTP/2
+    /// connection share it.
+    pub fn remote_port(&self) -> Option<u16> {
+        self.remote_port
     }
 
     /// The `Origin` header: the page a browser's script runs on (`https://example.com`), or
@@ -371,6 +380,7 @@ mod tests {
         let request = Request::from_parts(&http, Some(mapped), vec![]);
         assert_eq!(request.url(), "/status?name=ryan&tag=a%20b&tag=c+d");
         assert_eq!(request.remote_address(), "10.0.0.7");
+        assert_eq!(request.remote_port(), Some(5000));
         assert_eq!(request.query().get("name"), Some("ryan"));
         assert_eq!(
             request.query().get_all("tag").collect::<Vec<_>>(),

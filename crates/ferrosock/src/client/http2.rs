@@ -2,13 +2,16 @@
 //! ask for HTTP/2, each on a stream of its own. `h2` does the framing, the flow control and
 //! the SETTINGS; this file chooses the connection and opens the extended CONNECT.
 //!
+//! A connection carries as many WebSockets as the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
+//! allows; the next ones open another connection to the origin.
+//!
 //! The client waits for the server's SETTINGS (they precede the answer to a PING) before it
 //! chooses: without `SETTINGS_ENABLE_CONNECT_PROTOCOL`, or from a server that does not speak
 //! HTTP/2 at all (`ws://` tries it by prior knowledge), the WebSocket goes over HTTP/1.1 on a
 //! new connection, and the origin is remembered as such for a minute.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,7 +46,8 @@ struct Origin {
 enum Slot {
     #[default]
     Empty,
-    Open(Connection),
+    /// One connection, and more while each is at the server's stream limit.
+    Open(Vec<Connection>),
     Http1Only(Instant),
 }
 
@@ -51,6 +55,43 @@ struct Connection {
     send: SendRequest<Bytes>,
     /// Set when h2's connection task ends.
     closed: Arc<AtomicBool>,
+    /// The WebSockets open or opening on it.
+    streams: Arc<AtomicUsize>,
+}
+
+impl Connection {
+    /// Takes a stream of this connection, if it is alive and below the server's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    fn reserve(&self) -> Option<Reserved> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let limit = self.send.current_max_send_streams();
+        self.streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < limit).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| Reserved(Some(self.streams.clone())))
+    }
+}
+
+/// A stream counted in its connection's count: given back when dropped, unless its WebSocket
+/// took it over.
+struct Reserved(Option<Arc<AtomicUsize>>);
+
+impl Reserved {
+    fn into_count(mut self) -> Arc<AtomicUsize> {
+        self.0.take().expect("taken once")
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some(open) = self.0.take() {
+            open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 type Pool = Mutex<HashMap<Origin, Arc<tokio::sync::Mutex<Slot>>>>;
@@ -82,18 +123,32 @@ pub(crate) async fn open(
     for pooled_tries in [true, false] {
         // One dial per origin at a time: sockets cut off together share the next connection.
         let mut guard = slot.lock().await;
-        let (send, pooled) = match &*guard {
-            Slot::Open(connection)
-                if pooled_tries && !connection.closed.load(Ordering::Acquire) =>
-            {
-                (connection.send.clone(), true)
-            }
-            Slot::Http1Only(since) if since.elapsed() < HTTP1_MEMORY => return Ok(None),
-            _ => match dial(target, proxy, options).await? {
+        if let Slot::Open(connections) = &mut *guard {
+            connections.retain(|c| !c.closed.load(Ordering::Acquire));
+        }
+        let pooled = match &*guard {
+            Slot::Open(connections) if pooled_tries => connections
+                .iter()
+                .find_map(|c| Some((c.send.clone(), c.reserve()?))),
+            _ => None,
+        };
+        let ((send, reserved), pooled) = match (pooled, &*guard) {
+            (Some(taken), _) => (taken, true),
+            (None, Slot::Http1Only(since)) if since.elapsed() < HTTP1_MEMORY => return Ok(None),
+            (None, _) => match dial(target, proxy, options).await? {
                 Dialed::Http2(connection) => {
-                    let send = connection.send.clone();
-                    *guard = Slot::Open(connection);
-                    (send, false)
+                    let reserved = connection.reserve().ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Handshake,
+                            "the server allows no stream on its HTTP/2 connection",
+                        )
+                    })?;
+                    let taken = (connection.send.clone(), reserved);
+                    match &mut *guard {
+                        Slot::Open(connections) => connections.push(connection),
+                        other => *other = Slot::Open(vec![connection]),
+                    }
+                    (taken, false)
                 }
                 Dialed::Http1(stream) => {
                     // ALPN chose HTTP/1.1: this connection carries the WebSocket.
@@ -124,7 +179,7 @@ pub(crate) async fn open(
                 ))
             }
         };
-        return extended_connect(send, target, headers, options)
+        return extended_connect(send, reserved, target, headers, options)
             .await
             .map(Some);
     }
@@ -176,12 +231,17 @@ async fn dial(
             "the server does not enable extended CONNECT (RFC 8441)".to_owned(),
         ));
     }
-    Ok(Dialed::Http2(Connection { send, closed }))
+    Ok(Dialed::Http2(Connection {
+        send,
+        closed,
+        streams: Arc::default(),
+    }))
 }
 
 /// The extended CONNECT (RFC 8441 §4) on a stream of `send`'s connection.
 async fn extended_connect(
     mut send: SendRequest<Bytes>,
+    reserved: Reserved,
     target: &Target,
     headers: &[(String, String)],
     options: &ClientOptions,
@@ -230,7 +290,7 @@ async fn extended_connect(
         .check_extended_connect(head.status.as_u16(), &head.headers)
         .map_err(handshake_failed)?;
     Ok(Outcome::Open(Established {
-        stream: Stream::from_io(H2Stream::new(stream, body)),
+        stream: Stream::from_io(H2Stream::new(stream, body).counted_in(reserved.into_count())),
         leftover: BytesMut::new(),
         deflate: accepted.deflate,
         protocol: accepted.protocol,

@@ -4,6 +4,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -18,6 +20,9 @@ pub(crate) struct H2Stream {
     received: Bytes,
     /// END_STREAM sent: the close handshake is over on our side.
     ended: bool,
+    /// The count of open streams of the connection this one is counted in (the client's
+    /// pool), decremented when it is dropped.
+    counted_in: Option<Arc<AtomicUsize>>,
 }
 
 impl H2Stream {
@@ -28,7 +33,14 @@ impl H2Stream {
             recv,
             received: Bytes::new(),
             ended: false,
+            counted_in: None,
         }
+    }
+
+    /// Counts this stream in `open`, whose count it already is in, until it is dropped.
+    pub(crate) fn counted_in(mut self, open: Arc<AtomicUsize>) -> H2Stream {
+        self.counted_in = Some(open);
+        self
     }
 }
 
@@ -115,6 +127,9 @@ impl AsyncWrite for H2Stream {
 
 impl Drop for H2Stream {
     fn drop(&mut self) {
+        if let Some(open) = &self.counted_in {
+            open.fetch_sub(1, Ordering::AcqRel);
+        }
         if !self.ended {
             // Dropped without a close handshake's end (a close timeout, an abort, a failure):
             // RFC 8441 §5's TCP reset.
