@@ -25,6 +25,11 @@ use crate::proto::handshake::ResponseHead;
 /// | `socks5` | SOCKS5, user/password auth | 1080 | here, as curl does |
 /// | `socks5h` | SOCKS5, user/password auth | 1080 | by the proxy |
 ///
+/// TLS to an `https://` proxy trusts what the origin's TLS trusts (the system's roots, plus
+/// [`ClientOptions::ca_file`](crate::ClientOptions::ca_file) or the configuration of
+/// [`ClientOptions::tls_config`](crate::ClientOptions::tls_config)). A `wss://` origin gets TLS
+/// of its own inside the tunnel, checked against its own name.
+///
 /// Its `Debug` and `Display` show neither user nor password, and neither do errors or logs.
 ///
 /// ```
