@@ -3,9 +3,13 @@
 //! connection per origin whose streams end alone; HTTP/1.1 when the server does not take
 //! WebSockets over HTTP/2.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ferrosock::{ClientOptions, ServerOptions, WebServerOptions, WebSocket, WebSocketServer};
+use ferrosock::{
+    ClientOptions, ServerOptions, WebServer, WebServerOptions, WebSocket, WebSocketServer,
+};
 use ferrosock_tests::net_peers::Hypercorn;
 use ferrosock_tests::*;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -165,13 +169,20 @@ async fn sockets_to_one_origin_share_a_connection_and_end_alone() {
     assert_eq!(seen(&wss).len(), 1);
 }
 
-/// Serves the room's door on hyper-util with HTTP/2 but without extended CONNECT.
-async fn hyper_without_extended_connect(wss: &WebSocketServer<Probe>) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// Serves the room's door on hyper-util with HTTP/2 but without extended CONNECT, on
+/// 127.0.0.2 (an origin no other test uses: the client remembers it wants HTTP/1.1); counts
+/// the TCP connections it accepts.
+async fn hyper_without_extended_connect(
+    wss: &WebSocketServer<Probe>,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let wss = wss.clone();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
             let service = TowerToHyperService::new(wss.service());
             tokio::spawn(async move {
                 let _ = auto::Builder::new(TokioExecutor::new())
@@ -180,7 +191,7 @@ async fn hyper_without_extended_connect(wss: &WebSocketServer<Probe>) -> std::ne
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 #[tokio::test]
@@ -208,17 +219,23 @@ async fn without_websockets_over_http2_the_client_uses_http1() {
     // Plain text: prior knowledge meets a server that does not speak HTTP/2; then a server
     // that speaks it without SETTINGS_ENABLE_CONNECT_PROTOCOL (hyper's default). Each time
     // a new connection carries the WebSocket over HTTP/1.1.
-    let plain = web_server_with(WebServerOptions::default().http2(false)).await;
+    let plain = WebServer::start(
+        WebServerOptions::default()
+            .http2(false)
+            .listen("127.0.0.2:0"),
+    )
+    .await
+    .unwrap();
     let (probe, _server) = Probe::new(Behavior::Echo);
     let plain_wss = WebSocketServer::new(&plain, probe, ServerOptions::default()).unwrap();
     let (probe, _door_events) = Probe::new(Behavior::Echo);
     let door = WebSocketServer::detached(probe, ServerOptions::default()).unwrap();
-    let door_addr = hyper_without_extended_connect(&door).await;
+    let (door_addr, door_accepted) = hyper_without_extended_connect(&door).await;
     for (url, wss) in [
         (format!("ws://{}/echo", plain.local_addr()), &plain_wss),
         (format!("ws://{door_addr}/echo"), &door),
     ] {
-        // Twice: the second time the origin is known to want HTTP/1.1.
+        // Twice: the second time the origin is known to want HTTP/1.1 (checked below).
         for _ in 0..2 {
             let (ws, mut events) = open(&url, ClientOptions::default().http2(true)).await;
             assert_eq!(ask(&ws, &mut events, "fell back").await, "fell back");
@@ -234,6 +251,9 @@ async fn without_websockets_over_http2_the_client_uses_http1() {
             .await;
         }
     }
+    // The door: an HTTP/2 connection whose SETTINGS say no, then HTTP/1.1; then HTTP/1.1 at
+    // once.
+    assert_eq!(door_accepted.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

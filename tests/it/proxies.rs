@@ -279,8 +279,18 @@ async fn no_proxy_and_direct_connections_bypass_the_proxy() {
     };
     let (web, _wss, _server) = probe_server(Behavior::Echo, ServerOptions::default()).await;
     let url = format!("ws://{}/echo", web.local_addr());
-    let (ws, _events) = echo_over(ClientOptions::default().no_proxy(), &url).await;
+    let tunnel = format!("CONNECT {} HTTP/1.1", web.local_addr());
+    let connects = || proxy.log().matches(&tunnel).count();
+    let through = ClientOptions::default()
+        .proxy(&format!("http://127.0.0.1:{}", proxy.port))
+        .unwrap();
+    let (ws, _events) = echo_over(through.clone(), &url).await;
     ws.terminate();
     ws.closed().await;
-    assert!(!proxy.log().contains("CONNECT"), "{}", proxy.log());
+    assert_eq!(connects(), 1, "{}", proxy.log());
+    // The last word wins: no_proxy() after proxy() goes direct.
+    let (ws, _events) = echo_over(through.no_proxy(), &url).await;
+    ws.terminate();
+    ws.closed().await;
+    assert_eq!(connects(), 1, "{}", proxy.log());
 }

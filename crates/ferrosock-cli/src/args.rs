@@ -98,7 +98,7 @@ pub struct ConnectArgs {
     /// Connect through this proxy: http://[USER:PASS@]HOST:PORT (HTTP CONNECT), https://...
     /// (TLS to the proxy), socks5://... (names resolved here) or socks5h://... (by the proxy).
     /// Without it, HTTPS_PROXY (wss://), HTTP_PROXY (ws://), ALL_PROXY and NO_PROXY are read
-    /// as curl reads them.
+    /// as curl and Python read them.
     #[arg(long, value_name = "URL", value_parser = proxy, conflicts_with = "no_proxy")]
     pub proxy: Option<String>,
     /// Connect directly, ignoring the proxy environment variables.

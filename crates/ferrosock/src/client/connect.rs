@@ -43,7 +43,11 @@ impl Target {
                 format!("invalid WebSocket URL {url:?}: {why}"),
             )
         };
-        let parsed = url::Url::parse(url).map_err(|err| invalid(err.to_string()))?;
+        let mut parsed = url::Url::parse(url).map_err(|err| invalid(err.to_string()))?;
+        // User information is not sent (RFC 6455 defines no use for it), and kept out of the
+        // messages that show the URL.
+        let _ = parsed.set_username("");
+        let _ = parsed.set_password(None);
         let secure = match parsed.scheme() {
             "ws" => false,
             "wss" => true,
@@ -377,8 +381,14 @@ where
         .connect(name, io)
         .await
         .map_err(|err| {
+            // A certificate or protocol failure is TLS's; a connection reset or closed during
+            // the handshake (a server restarting) is the network's.
+            let kind = match err.get_ref() {
+                Some(inner) if inner.is::<rustls::Error>() => ErrorKind::Tls,
+                _ => ErrorKind::Io,
+            };
             Error::with_source(
-                ErrorKind::Tls,
+                kind,
                 format!("TLS handshake with {} failed", target.host),
                 err,
             )

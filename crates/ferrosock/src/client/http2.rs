@@ -6,9 +6,11 @@
 //! allows; the next ones open another connection to the origin.
 //!
 //! The client waits for the server's SETTINGS (they precede the answer to a PING) before it
-//! chooses: without `SETTINGS_ENABLE_CONNECT_PROTOCOL`, or from a server that does not speak
-//! HTTP/2 at all (`ws://` tries it by prior knowledge), the WebSocket goes over HTTP/1.1 on a
-//! new connection, and the origin is remembered as such for a minute.
+//! chooses. When ALPN chooses `http/1.1`, that connection carries the WebSocket. Without
+//! `SETTINGS_ENABLE_CONNECT_PROTOCOL` or with no stream allowed, or from a plain-text server
+//! that does not speak HTTP/2 at all (`ws://` tries it by prior knowledge), the WebSocket goes
+//! over HTTP/1.1 on a new connection, and the origin is remembered as such for a minute. Over TLS, where ALPN chose `h2`, a connection that
+//! fails is an error (one the reconnection policy retries), not a "no".
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -29,6 +31,12 @@ use crate::error::{Error, ErrorKind};
 /// How long an origin that does not take WebSockets over HTTP/2 goes straight to HTTP/1.1.
 const HTTP1_MEMORY: Duration = Duration::from_secs(60);
 
+/// The stream window the client grants: what a server may send a WebSocket ahead of its
+/// reading. The connection's window is that times `STREAMS_WINDOWED`, as on the server, so
+/// that a few slow sockets cannot stall the others sharing the connection.
+const STREAM_WINDOW: u32 = 256 * 1024;
+const STREAMS_WINDOWED: u32 = 128;
+
 /// What makes two sockets able to share a connection.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct Origin {
@@ -37,9 +45,27 @@ struct Origin {
     port: u16,
     /// The proxy, credentials included: another user is another tunnel.
     proxy: Option<Proxy>,
-    /// The TLS configuration's address: other roots or client certificates, another
-    /// connection.
-    tls: usize,
+    /// The TLS configuration: other roots or client certificates, another connection.
+    tls: Option<SameConfig>,
+}
+
+/// A TLS configuration, equal to itself only: kept alive by the key, so that its address is
+/// never another configuration's.
+#[derive(Clone, Debug)]
+struct SameConfig(Arc<rustls::ClientConfig>);
+
+impl PartialEq for SameConfig {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SameConfig {}
+
+impl std::hash::Hash for SameConfig {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0), state);
+    }
 }
 
 #[derive(Default)]
@@ -49,6 +75,17 @@ enum Slot {
     /// One connection, and more while each is at the server's stream limit.
     Open(Vec<Connection>),
     Http1Only(Instant),
+}
+
+impl Slot {
+    /// Holds nothing worth keeping.
+    fn is_idle(&self) -> bool {
+        match self {
+            Slot::Empty => true,
+            Slot::Open(connections) => connections.iter().all(|c| c.closed.load(Ordering::Acquire)),
+            Slot::Http1Only(since) => since.elapsed() >= HTTP1_MEMORY,
+        }
+    }
 }
 
 struct Connection {
@@ -111,14 +148,16 @@ pub(crate) async fn open(
         host: target.host.clone(),
         port: target.port,
         proxy: proxy.cloned(),
-        tls: options.tls.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize),
+        tls: options.tls.clone().map(SameConfig),
     };
-    let slot = POOL
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(origin)
-        .or_default()
-        .clone();
+    let slot = {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        // Origins no socket uses any more leave the pool (a slot in use is locked or shared).
+        pool.retain(|_, slot| {
+            Arc::strong_count(slot) > 1 || slot.try_lock().map_or(true, |slot| !slot.is_idle())
+        });
+        pool.entry(origin).or_default().clone()
+    };
     // A pooled connection may have gone away since (a GOAWAY): then one new dial.
     for pooled_tries in [true, false] {
         // One dial per origin at a time: sockets cut off together share the next connection.
@@ -129,10 +168,10 @@ pub(crate) async fn open(
         let pooled = match &*guard {
             Slot::Open(connections) if pooled_tries => connections
                 .iter()
-                .find_map(|c| Some((c.send.clone(), c.reserve()?))),
+                .find_map(|c| Some((c.send.clone(), c.reserve()?, Some(c.closed.clone())))),
             _ => None,
         };
-        let ((send, reserved), pooled) = match (pooled, &*guard) {
+        let ((send, reserved, closed), pooled) = match (pooled, &*guard) {
             (Some(taken), _) => (taken, true),
             (None, Slot::Http1Only(since)) if since.elapsed() < HTTP1_MEMORY => return Ok(None),
             (None, _) => match dial(target, proxy, options).await? {
@@ -143,7 +182,7 @@ pub(crate) async fn open(
                             "the server allows no stream on its HTTP/2 connection",
                         )
                     })?;
-                    let taken = (connection.send.clone(), reserved);
+                    let taken = (connection.send.clone(), reserved, None);
                     match &mut *guard {
                         Slot::Open(connections) => connections.push(connection),
                         other => *other = Slot::Open(vec![connection]),
@@ -151,8 +190,8 @@ pub(crate) async fn open(
                     (taken, false)
                 }
                 Dialed::Http1(stream) => {
-                    // ALPN chose HTTP/1.1: this connection carries the WebSocket.
-                    *guard = Slot::Http1Only(Instant::now());
+                    // ALPN chose HTTP/1.1: this connection carries the WebSocket. Nothing to
+                    // remember: asking again costs nothing.
                     drop(guard);
                     return handshake(stream, target, headers, options).await.map(Some);
                 }
@@ -168,6 +207,10 @@ pub(crate) async fn open(
         let send = match send.ready().await {
             Ok(send) => send,
             Err(err) if pooled => {
+                // Gone away (GOAWAY, or the connection failed): no socket picks it again.
+                if let Some(closed) = closed {
+                    closed.store(true, Ordering::Release);
+                }
                 tracing::debug!(origin = %target.authority(), "pooled HTTP/2 connection gone: {err}");
                 continue;
             }
@@ -202,14 +245,29 @@ async fn dial(
     if target.secure && alpn.as_deref() != Some(b"h2") {
         return Ok(Dialed::Http1(stream));
     }
+    // Over TLS, ALPN said h2: a failure from here is the connection's, not a "no". In plain
+    // text, prior knowledge met a server that may speak HTTP/1.1 only: that is a "no".
+    let failed = |what: &str, err: h2::Error| {
+        if target.secure {
+            Err(Error::with_source(
+                ErrorKind::Handshake,
+                format!("the HTTP/2 connection failed: {what}"),
+                err,
+            ))
+        } else {
+            Ok(Dialed::NoWebSockets(format!(
+                "the server does not speak HTTP/2 ({what}: {err})"
+            )))
+        }
+    };
     let (send, mut connection) = match h2::client::Builder::new()
-        .initial_window_size(256 * 1024)
-        .initial_connection_window_size(1024 * 1024)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(STREAM_WINDOW * STREAMS_WINDOWED)
         .handshake::<_, Bytes>(stream)
         .await
     {
         Ok(parts) => parts,
-        Err(err) => return Ok(Dialed::NoWebSockets(format!("no HTTP/2 ({err})"))),
+        Err(err) => return failed("the preface", err),
     };
     let mut ping = connection.ping_pong().expect("taken once, here");
     let closed = Arc::new(AtomicBool::new(false));
@@ -222,13 +280,16 @@ async fn dial(
     });
     // The server's SETTINGS come first (RFC 9113 §3.4), before the answer to this PING.
     if let Err(err) = ping.ping(h2::Ping::opaque()).await {
-        return Ok(Dialed::NoWebSockets(format!(
-            "the server does not speak HTTP/2 ({err})"
-        )));
+        return failed("no SETTINGS", err);
     }
     if !send.is_extended_connect_protocol_enabled() {
         return Ok(Dialed::NoWebSockets(
             "the server does not enable extended CONNECT (RFC 8441)".to_owned(),
+        ));
+    }
+    if send.current_max_send_streams() == 0 {
+        return Ok(Dialed::NoWebSockets(
+            "the server allows no stream (SETTINGS_MAX_CONCURRENT_STREAMS 0)".to_owned(),
         ));
     }
     Ok(Dialed::Http2(Connection {
@@ -255,7 +316,8 @@ async fn extended_connect(
     };
     let handshake = client_handshake(options);
     let scheme = if target.secure { "https" } else { "http" };
-    let uri = format!("{scheme}://{}{}", target.authority(), target.resource);
+    // `:authority` as HTTP/1.1's `Host`: the port only when it is not the scheme's default.
+    let uri = format!("{scheme}://{}{}", target.host_header, target.resource);
     let mut request = http::Request::builder()
         .method(http::Method::CONNECT)
         .uri(uri)

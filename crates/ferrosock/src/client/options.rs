@@ -38,7 +38,8 @@ pub struct ClientOptions {
     /// Default: none.
     pub protocols: Vec<String>,
     /// The proxy connections go through. Default: [`ProxySetting::Environment`], the
-    /// `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY` variables as curl reads them.
+    /// `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY` variables as curl and Python read
+    /// them (see [`ProxySetting::Environment`]).
     pub proxy: ProxySetting,
     /// Ask for HTTP/2 (RFC 8441): `wss://` offers `h2` by ALPN, `ws://` tries HTTP/2 by prior
     /// knowledge. The client waits for the server's SETTINGS, and uses HTTP/1.1 on a new

@@ -1,5 +1,5 @@
-//! Proxies: which one a connection goes through (the options, or the environment as curl reads
-//! it), and the tunnel through it (HTTP CONNECT, SOCKS5).
+//! Proxies: which one a connection goes through (the options, or the environment as curl and
+//! Python read it), and the tunnel through it (HTTP CONNECT, SOCKS5).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -185,11 +185,13 @@ fn percent_decode(text: &str) -> Option<String> {
 pub enum ProxySetting {
     /// The proxy named by the environment, read at each connection attempt (the default):
     /// `https_proxy` / `HTTPS_PROXY` for `wss://`, `http_proxy` / `HTTP_PROXY` for `ws://`,
-    /// else `all_proxy` / `ALL_PROXY` (lower case first; an empty value is unset). None when
-    /// the host is in `no_proxy` / `NO_PROXY`: a comma-separated list of `*` (every host),
-    /// domain names that match themselves and their subdomains (`example.com`,
-    /// `.example.com`), IP addresses and CIDR blocks (`10.0.0.0/8`, `::1`), each optionally
-    /// with `:port`. A variable that holds an invalid proxy URL fails the connection
+    /// else `all_proxy` / `ALL_PROXY` (lower case first; an empty value is unset). Upper-case
+    /// `HTTP_PROXY` is ignored when `REQUEST_METHOD` is set — under CGI it comes from the
+    /// request's `Proxy` header ("httpoxy") — as Python and Go do (curl never reads it). None
+    /// when the host is in `no_proxy` / `NO_PROXY`: `*` alone (every host), or a
+    /// comma-separated list of domain names that match themselves and their subdomains
+    /// (`example.com`, `.example.com`), IP addresses and CIDR blocks (`10.0.0.0/8`, `::1`,
+    /// `[fd00::]/8`), each optionally with `:port`. A variable that holds an invalid proxy URL fails the connection
     /// ([`ErrorKind::Proxy`]) rather than going direct.
     #[default]
     Environment,
@@ -210,14 +212,18 @@ impl ProxySetting {
     }
 }
 
-/// The proxy the environment names for `target`, as curl reads it.
+/// The proxy the environment names for `target` (see [`ProxySetting::Environment`]).
 fn from_environment(
     target: &Target,
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Proxy>, Error> {
+    // Under CGI (REQUEST_METHOD set), HTTP_PROXY comes from the request's `Proxy:` header
+    // ("httpoxy"): it is ignored there, as Python and Go do. curl never reads it.
+    let cgi = var("REQUEST_METHOD").is_some();
     let read = |name: &str| {
         [name.to_ascii_lowercase(), name.to_owned()]
             .into_iter()
+            .filter(|candidate| !(cgi && candidate == "HTTP_PROXY"))
             .find_map(|name| {
                 var(&name)
                     .filter(|v| !v.trim().is_empty())
@@ -255,6 +261,10 @@ fn from_environment(
 
 /// Whether `NO_PROXY`'s list exempts `host:port` (curl's rules, plus CIDR blocks).
 fn bypasses(no_proxy: &str, host: &str, port: u16) -> bool {
+    // `*` alone exempts every host (within a list, curl and Python ignore it).
+    if no_proxy.trim() == "*" {
+        return true;
+    }
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     let host_ip = host.parse::<IpAddr>().ok();
     no_proxy
@@ -262,9 +272,6 @@ fn bypasses(no_proxy: &str, host: &str, port: u16) -> bool {
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
         .any(|entry| {
-            if entry == "*" {
-                return true;
-            }
             let (pattern, entry_port) = split_port(entry);
             if entry_port.is_some_and(|p| p != port) {
                 return false;
@@ -283,20 +290,25 @@ fn bypasses(no_proxy: &str, host: &str, port: u16) -> bool {
         })
 }
 
-/// `entry` without a trailing `:port`; IPv6 addresses are bracketed when they have one.
-fn split_port(entry: &str) -> (&str, Option<u16>) {
+/// `entry` without a trailing `:port`; IPv6 addresses are bracketed when they have one
+/// (`[::1]:8080`, `[fd00::]/8`).
+fn split_port(entry: &str) -> (String, Option<u16>) {
     if let Some(rest) = entry.strip_prefix('[') {
         if let Some((ip, tail)) = rest.split_once(']') {
-            return (ip, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+            if let Some(bits) = tail.strip_prefix('/') {
+                return (format!("{ip}/{bits}"), None);
+            }
+            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (ip.to_owned(), port);
         }
     }
     match entry.rsplit_once(':') {
         // One colon: host:port. More: a bare IPv6 address (maybe a CIDR block).
         Some((host, port)) if !host.contains(':') => match port.parse() {
-            Ok(port) => (host, Some(port)),
-            Err(_) => (entry, None),
+            Ok(port) => (host.to_owned(), Some(port)),
+            Err(_) => (entry.to_owned(), None),
         },
-        _ => (entry, None),
+        _ => (entry.to_owned(), None),
     }
 }
 
@@ -638,6 +650,11 @@ mod tests {
                 .map(|p| p.to_string()),
             Some("socks5h://s:1080".to_owned())
         );
+        // Under CGI, HTTP_PROXY is the request's header: ignored; http_proxy is not.
+        let cgi = env(&[("REQUEST_METHOD", "GET"), ("HTTP_PROXY", "http://evil:1")]);
+        assert_eq!(from_environment(&target("ws://a/"), cgi).unwrap(), None);
+        let cgi = env(&[("REQUEST_METHOD", "GET"), ("http_proxy", "http://ok:1")]);
+        assert!(from_environment(&target("ws://a/"), cgi).unwrap().is_some());
         let bad = env(&[("HTTPS_PROXY", "ftp://alice:hunter2@x:1")]);
         let err = from_environment(&target("wss://a/"), bad).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Proxy);
@@ -665,6 +682,9 @@ mod tests {
             ("::1", "::1", 1, true),
             ("fd00::/8", "fd12::1", 1, true),
             ("fd00::/8", "fe80::1", 1, false),
+            ("[fd00::]/8", "fd12::1", 1, true),
+            ("a.example, *", "b.example", 1, false),
+            (" * ", "b.example", 1, true),
             ("127.0.0.1", "localhost", 1, false),
             ("", "a", 1, false),
             ("10.0.0.0/99", "10.0.0.1", 1, false),

@@ -18,12 +18,19 @@ pub enum Ending<'a> {
 
 type Predicate = Arc<dyn Fn(&Ending<'_>) -> bool + Send + Sync>;
 
+/// The longest `Retry-After` honoured when `max_delay` is shorter: a server (or a middlebox)
+/// cannot park a socket for days.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 /// When and how a client socket reconnects ([`ClientOptions::reconnect`](crate::ClientOptions::reconnect)).
 ///
 /// The delay before attempt *n* (from 1) is `initial_delay × factor^(n-1)`, at most
 /// `max_delay`, of which a random part up to `jitter` (a fraction) is taken off, so that
 /// clients cut off together do not come back together. A 429 or 503 answer's `Retry-After`
-/// is waited for when it is longer. A connection that opened resets the count.
+/// is waited for when it is longer (up to 5 minutes, or `max_delay` if that is longer). A
+/// connection that stayed open for `max_delay` resets the count; one cut sooner does not, so
+/// that a server that accepts and drops every connection still meets the backoff and the
+/// attempt limit.
 ///
 /// Retried by default ([`Reconnect::retries`]): the close codes 1001, 1006, 1011, 1012, 1013,
 /// and attempts that failed for a refused or unreachable server, a DNS failure, a timeout, a
@@ -113,7 +120,8 @@ impl Reconnect {
         self
     }
 
-    /// How many attempts in a row may fail before the socket gives up; `None` (the default)
+    /// How many attempts are made after a connection ends (or a first attempt fails) before
+    /// the socket gives up: `Some(2)` tries twice more, then stops. `None` (the default)
     /// tries forever, until [`WebSocket::terminate`](crate::WebSocket::terminate).
     pub fn max_attempts(mut self, attempts: Option<u32>) -> Reconnect {
         self.max_attempts = attempts;
@@ -155,14 +163,22 @@ impl Reconnect {
         }
     }
 
+    /// How long a connection must stay open to reset the count of attempts.
+    pub(crate) fn stable_after(&self) -> Duration {
+        self.max_delay
+    }
+
     /// The delay before attempt `attempt` (from 1), `retry_after` being what the server asked.
     pub(crate) fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let exponent = attempt.saturating_sub(1).min(64) as i32;
         let base = self.initial_delay.as_secs_f64() * self.factor.powi(exponent);
         let base = base.min(self.max_delay.as_secs_f64());
         let taken_off = base * self.jitter * rand::random::<f64>();
-        let delay = Duration::from_secs_f64((base - taken_off).max(0.0));
-        delay.max(retry_after.unwrap_or_default())
+        // `max_delay(Duration::MAX)` means no cap: saturate rather than overflow.
+        let delay =
+            Duration::try_from_secs_f64((base - taken_off).max(0.0)).unwrap_or(Duration::MAX);
+        let ceiling = self.max_delay.max(MAX_RETRY_AFTER);
+        delay.max(retry_after.unwrap_or_default().min(ceiling))
     }
 }
 
@@ -190,6 +206,13 @@ mod tests {
             assert!(delay >= Duration::from_millis(500) && delay <= Duration::from_secs(1));
         }
         assert!(policy.delay(u32::MAX, None) <= Duration::from_secs(1));
+        // Retry-After is capped; no cap at all does not overflow.
+        assert_eq!(
+            policy.delay(1, Some(Duration::from_secs(86_400))),
+            Duration::from_secs(300)
+        );
+        let uncapped = Reconnect::default().max_delay(Duration::MAX).jitter(0.0);
+        assert!(uncapped.delay(200, None) > Duration::from_secs(100 * 365 * 86_400));
     }
 
     #[test]

@@ -4,11 +4,12 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Instant;
 
 use tokio::sync::{oneshot, watch, Notify};
 
 use super::connect::{establish, request_headers, Established, Target};
-use super::reconnect::Ending as Retried;
+use super::reconnect::{Ending as Retried, Reconnect};
 use super::{ClientHandler, ClientOptions};
 use crate::common::{next_id, Compress, Incoming, Status};
 use crate::conn::{self, Callbacks, DriverConfig, Ending, Shared, Stream};
@@ -205,10 +206,13 @@ impl<H: ClientHandler> WebSocket<H> {
     /// The socket's life: its connections in turn, as long as the reconnection policy wants
     /// another, then `ended`. `first` is a connection `connect` already opened.
     async fn run(self, plan: Plan, first: Option<(Established, DriverConfig, Arc<Core>)>) {
+        // `closed()` resolves however this ends, a panic or a runtime shutdown included.
+        let _ended = EndedOnDrop(&self.inner.ended);
         let mut first = first;
         let mut attempt = 0u32;
         loop {
             let core = self.core();
+            let opened_at = Instant::now();
             let ending = match first.take() {
                 Some((established, config, core)) => {
                     Ended::Closed(self.drive(established, config, core).await)
@@ -224,17 +228,20 @@ impl<H: ClientHandler> WebSocket<H> {
                     }
                 },
             };
-            if matches!(ending, Ended::Closed(_)) {
-                attempt = 0;
-            }
             let Some(policy) = &plan.options.reconnect else {
                 break;
             };
+            // A connection that stayed open resets the count; one cut at once does not, so
+            // that a server that accepts and drops every connection still meets the backoff
+            // and the attempt limit.
+            if matches!(ending, Ended::Closed(_)) && opened_at.elapsed() >= policy.stable_after() {
+                attempt = 0;
+            }
             let retried = match &ending {
                 Ended::Closed(code) => Retried::Closed(*code),
                 Ended::Failed(err) => Retried::Failed(err),
             };
-            if self.inner.stopped.load(Ordering::Acquire) || !policy.wants(&retried) {
+            if self.inner.stopped.load(Ordering::Acquire) || !self.retries(policy, &retried) {
                 break;
             }
             attempt = attempt.saturating_add(1);
@@ -257,6 +264,11 @@ impl<H: ClientHandler> WebSocket<H> {
             ));
             *self.inner.core.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
             self.inner.protocol.store(NO_PROTOCOL, Ordering::Release);
+            // `terminate` may have come since the check above, before the swap.
+            if self.inner.stopped.load(Ordering::Acquire) {
+                next.shared().finish();
+                break;
+            }
             tracing::debug!(id = self.inner.id, attempt, ?delay, %cause, "reconnecting");
             let event = ReconnectEvent::new(attempt, delay, cause);
             next.guard_final("on_reconnect", || {
@@ -272,7 +284,17 @@ impl<H: ClientHandler> WebSocket<H> {
                 break;
             }
         }
-        self.inner.ended.send_replace(true);
+    }
+
+    /// The policy's decision; a rule of the application's that panics retries nothing.
+    fn retries(&self, policy: &Reconnect, ending: &Retried<'_>) -> bool {
+        let mut wanted = false;
+        if let Err(cause) = crate::handle::guarded("the reconnection rule (retry_if)", || {
+            wanted = policy.wants(ending);
+        }) {
+            tracing::error!(id = self.inner.id, "{cause}: no reconnection");
+        }
+        wanted
     }
 
     fn prepare(url: &str, handler: H, options: ClientOptions) -> Result<(Self, Plan), Error> {
@@ -585,6 +607,15 @@ impl<H: ClientHandler> fmt::Debug for WebSocket<H> {
             .field("url", &self.url())
             .field("status", &self.status())
             .finish()
+    }
+}
+
+/// Sets `ended` when dropped: at the end of `run`, however it ends.
+struct EndedOnDrop<'a>(&'a watch::Sender<bool>);
+
+impl Drop for EndedOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
     }
 }
 
