@@ -258,7 +258,14 @@ async fn without_websockets_over_http2_the_client_uses_http1() {
 
 #[tokio::test]
 async fn past_the_servers_stream_limit_another_connection_opens() {
-    let web = web_server_with(WebServerOptions::default().http2_max_streams(4)).await;
+    // The opens per second are not what this test is about: with a burst of 4 (the stream
+    // limit) and 100 per second, a stream reopened at once would get 429.
+    let web = web_server_with(
+        WebServerOptions::default()
+            .http2_max_streams(4)
+            .http2_websockets_per_second(1_000_000),
+    )
+    .await;
     let (probe, _server) = Probe::new(Behavior::Echo);
     let wss = WebSocketServer::new(&web, probe, ServerOptions::default()).unwrap();
     let url = format!("ws://{}/echo", web.local_addr());
