@@ -160,3 +160,27 @@ async fn a_redirect_loop_stops_at_the_limit() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Redirect, "{err}");
 }
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_over_the_applications_stream() {
+    // The redirect points at a working echo server: following it would open a connection of
+    // ferrosock's own, around the application's stream.
+    let (web, _wss, _server) = probe_server(Behavior::Echo, ServerOptions::default()).await;
+    let echo = format!("ws://{}/echo", web.local_addr());
+    let (addr, heads) = redirector(move |_, _| (302, echo.clone())).await;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let err = WebSocket::connect_over(
+        &format!("ws://{addr}/"),
+        stream,
+        (),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (err.kind(), err.http_status()),
+        (ErrorKind::Handshake, Some(302))
+    );
+    assert!(err.to_string().contains("own stream"), "{err}");
+    assert_eq!(heads.lock().unwrap().len(), 1);
+}

@@ -200,6 +200,9 @@ pub(crate) async fn establish(
     let attempt = async {
         let mut target = target.clone();
         let mut headers = headers.to_vec();
+        // A redirect would need a connection of ferrosock's: over the application's stream
+        // (its tunnel, its TLS), the 3xx is the answer.
+        let own_stream = over.is_some();
         let mut over = over;
         let mut hops = 0;
         loop {
@@ -211,14 +214,16 @@ pub(crate) async fn establish(
                 Outcome::Open(established) => return Ok(established),
                 Outcome::Redirect { status, location } => (status, location),
             };
-            if hops >= options.max_redirects {
-                let why = if options.max_redirects == 0 {
+            if own_stream || hops >= options.max_redirects {
+                let why = if own_stream {
+                    "redirects are not followed over the application's own stream".to_owned()
+                } else if options.max_redirects == 0 {
                     "redirects are not followed (ClientOptions::max_redirects is 0)".to_owned()
                 } else {
                     format!("too many redirects (more than {})", options.max_redirects)
                 };
                 return Err(Error::new(
-                    if options.max_redirects == 0 {
+                    if own_stream || options.max_redirects == 0 {
                         ErrorKind::Handshake
                     } else {
                         ErrorKind::Redirect

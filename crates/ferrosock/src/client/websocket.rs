@@ -150,7 +150,9 @@ impl<H: ClientHandler> WebSocket<H> {
     /// tokio-tungstenite's `client_async` does: the opening handshake is sent on it, and the
     /// connection runs on it. `url` gives the `Host` header and the resource requested; its
     /// scheme does not wrap the stream in TLS (a `wss://` URL needs a stream that is TLS
-    /// already). Same errors as [`connect`](Self::connect), but for DNS, TCP and TLS.
+    /// already). Same errors as [`connect`](Self::connect), but for DNS, TCP and TLS. A redirect
+    /// is not followed (it would need a connection ferrosock opens): the 3xx is an
+    /// [`ErrorKind::Handshake`] error with its status. Nor can such a socket reconnect.
     ///
     /// ```no_run
     /// # use ferrosock::*;
