@@ -26,6 +26,8 @@ mod redirects;
 mod robustness;
 #[path = "it/streams.rs"]
 mod streams;
+#[path = "it/threads.rs"]
+mod threads;
 #[path = "it/topics.rs"]
 mod topics;
 #[path = "it/web.rs"]

@@ -243,20 +243,6 @@ fn blocking_callbacks_keep_blocked_handlers_off_the_io_threads() {
     drop(web);
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn blocking_callbacks_refuse_a_current_thread_runtime() {
-    let web = web_server().await;
-    let (probe, _events) = Probe::new(Behavior::Echo);
-    let err = WebSocketServer::new(
-        &web,
-        probe,
-        ServerOptions::default().blocking_callbacks(true),
-    )
-    .expect_err("refused");
-    assert_eq!(err.kind(), ferrosock::ErrorKind::InvalidArgument);
-    assert!(err.to_string().contains("multi-thread"), "{err}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_heads_get_431_and_leave_the_server_serving() {
     let options = ferrosock::WebServerOptions::default()

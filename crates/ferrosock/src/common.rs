@@ -37,6 +37,14 @@ pub(crate) fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Whether this thread runs a tokio current-thread runtime (a thread of thread-per-core
+/// mode, or a user's), where `block_in_place` is refused: blocking callbacks are handed to the
+/// blocking pool instead.
+pub(crate) fn on_current_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+}
+
 /// Where a connection is in its life.
 ///
 /// A server connection starts `Connected`; a client socket starts `Connecting`. A connection

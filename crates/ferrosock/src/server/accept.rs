@@ -93,7 +93,7 @@ impl<H: ServerHandler> WebSocketServer<H> {
             Err(bad) => return Err(answer(stream, bad.head(), &bad.why).await),
         };
         let offered = std::mem::take(&mut checked.offered);
-        let decision = self.endpoint().decide(&parts, Some(remote), offered);
+        let decision = upgrade::decide(self.endpoint(), &parts, Some(remote), offered).await;
         let (head, opening) = upgrade::response(decision, checked);
         match opening {
             Some(opening) => Ok((head, opening, leftover)),

@@ -4,12 +4,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use http::{HeaderValue, StatusCode};
 
 use super::registry::Slot;
+use super::serial::Serial;
 use super::termination::Terminating;
 use super::upgrade::{Decision, Endpoint, Opening, Task};
 use super::websocket_server::{ServerInner, WebSocketServer};
@@ -87,6 +89,10 @@ impl<H: ServerHandler> Endpoint for ServerInner<H> {
     fn shutdown(self: Arc<Self>, grace: Duration) -> Terminating {
         self.terminate(CloseCode::GOING_AWAY, Some(grace))
     }
+
+    fn blocking(&self) -> bool {
+        self.blocking_callbacks
+    }
 }
 
 /// An accepted connection, holding its slot, until its socket is handed over.
@@ -127,9 +133,13 @@ async fn run_connection<H: ServerHandler>(
         registry.insert(connection.id(), connection.clone());
     }
     let config = DriverConfig::new(Role::Server, wss.limits());
+    // Blocking callbacks on a current-thread runtime go to the blocking pool, in order.
+    let serial = (wss.inner().blocking_callbacks && crate::common::on_current_thread_runtime())
+        .then(Arc::default);
     let callbacks = ServerCallbacks {
         connection,
         data_type: wss.data_type(),
+        serial,
         _slot: slot,
     };
     callbacks.guard("on_open", |h, ws| h.on_open(ws, OpenEvent::new()));
@@ -140,6 +150,8 @@ async fn run_connection<H: ServerHandler>(
 struct ServerCallbacks<H: ServerHandler> {
     connection: WebSocketConnection<H>,
     data_type: DataType,
+    /// Where the callbacks run when they may block on a current-thread runtime.
+    serial: Option<Arc<Serial>>,
     /// Released (dropped) after `on_terminate`, so the server's `on_terminate` comes after.
     _slot: Slot<H>,
 }
@@ -147,7 +159,19 @@ struct ServerCallbacks<H: ServerHandler> {
 impl<H: ServerHandler> ServerCallbacks<H> {
     /// Runs a connection callback (as blocking code if the server says so). A panic fails the
     /// connection with 1011; the cause is reported through `on_error` when it ends.
-    fn guard(&self, callback: &str, f: impl FnOnce(&H::Connection, &WebSocketConnection<H>)) {
+    fn guard(
+        &self,
+        callback: &'static str,
+        f: impl FnOnce(&H::Connection, &WebSocketConnection<H>) + Send + 'static,
+    ) {
+        if let Some(serial) = &self.serial {
+            let connection = self.connection.clone();
+            serial.run(move || {
+                let core = connection.core();
+                core.guard(callback, || f(connection.handler(), &connection));
+            });
+            return;
+        }
         let connection = &self.connection;
         let core = connection.core();
         connection
@@ -181,7 +205,26 @@ impl<H: ServerHandler> Callbacks for ServerCallbacks<H> {
         }
     }
 
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &self.serial {
+            Some(serial) => serial.poll_idle(cx),
+            None => Poll::Ready(()),
+        }
+    }
+
     fn on_end(self, ending: Ending) {
+        match self.serial.clone() {
+            // After the callbacks handed over before it; the slot is released there too.
+            Some(serial) => serial.run(move || self.end(ending)),
+            None => self.end(ending),
+        }
+    }
+}
+
+impl<H: ServerHandler> ServerCallbacks<H> {
+    /// The end of [`Callbacks::on_end`]: the connection leaves the server, then `on_error`
+    /// (for an abnormal end) and `on_terminate`.
+    fn end(self, ending: Ending) {
         let wss = self.connection.wss();
         wss.inner()
             .registry

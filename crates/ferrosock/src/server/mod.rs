@@ -15,6 +15,7 @@ mod mount;
 mod options;
 mod registry;
 mod relay;
+mod serial;
 mod termination;
 #[cfg(test)]
 mod tests;

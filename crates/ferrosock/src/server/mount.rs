@@ -17,7 +17,7 @@ impl<H: ServerHandler> WebSocketServer<H> {
     /// not running, with [`ErrorKind::PathInUse`](crate::ErrorKind::PathInUse) if another
     /// WebSocket server has the same path (or is the catch-all too) on it, and with
     /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for `max_connections`
-    /// 0 or `blocking_callbacks` on a current-thread runtime.
+    /// 0.
     pub fn new(web: &WebServer, handler: H, options: ServerOptions) -> Result<Self, Error> {
         let wss = WebSocketServer::create(handler, options, web.runtime().clone())?;
         let endpoint = wss.endpoint();

@@ -40,14 +40,22 @@ pub struct ServerOptions {
     ///
     /// Callbacks normally run on the runtime's I/O threads, inside the connection's task: a
     /// callback that blocks holds up every connection waiting for that thread. With this
-    /// option each callback runs under [`tokio::task::block_in_place`]: while it runs, the
-    /// thread stops being an I/O thread and the runtime hands that thread's other connections to
-    /// another one, so only the blocked connection waits (its reads pause: its own
-    /// backpressure). Callbacks of one connection still run one at a time, in order.
+    /// option only the blocked connection waits (its reads pause: its own backpressure), and
+    /// callbacks of one connection still run one at a time, in order:
+    /// - on a multi-thread runtime each callback runs under
+    ///   [`tokio::task::block_in_place`]: while it runs, the thread stops being an I/O thread
+    ///   and the runtime hands that thread's other connections to another one;
+    /// - on a current-thread runtime — the threads of
+    ///   [`WebServerOptions::threads`](crate::WebServerOptions::threads), or an application's
+    ///   own — where `block_in_place` is not allowed, a connection's callbacks are handed to
+    ///   tokio's blocking pool ([`tokio::task::spawn_blocking`]) one after another, and
+    ///   `on_connection` is too, so the thread goes on serving its other connections. Rare
+    ///   server-level reports (`on_error` for a failed upgrade) and `on_connection` through
+    ///   [`WebSocketServer::upgrade`](crate::WebSocketServer::upgrade) (a synchronous door)
+    ///   run in place there.
     ///
     /// It costs a thread handover per callback, so leave it off for handlers that do not block.
-    /// It needs the multi-thread runtime ([`WebSocketServer::new`](crate::WebSocketServer::new) fails on a current-thread
-    /// one). The server's own `on_open` runs in the caller of `new`, as always.
+    /// The server's own `on_open` runs in the caller of `new`, as always.
     /// Default: `false`.
     pub blocking_callbacks: bool,
     /// Carries [`publish`](crate::WebSocketServer::publish) and

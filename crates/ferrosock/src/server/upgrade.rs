@@ -95,6 +95,33 @@ pub(crate) trait Endpoint: Send + Sync + 'static {
     /// Terminates the endpoint because its HTTP layer stops: close 1001 to every connection,
     /// forced after `grace`.
     fn shutdown(self: Arc<Self>, grace: Duration) -> Terminating;
+
+    /// Whether the endpoint's callbacks may block ([`ServerOptions::blocking_callbacks`]).
+    ///
+    /// [`ServerOptions::blocking_callbacks`]: crate::ServerOptions::blocking_callbacks
+    fn blocking(&self) -> bool;
+}
+
+/// [`Endpoint::decide`], on tokio's blocking pool when the endpoint's callbacks may block and
+/// this thread runs a current-thread runtime, where `block_in_place` cannot hand the thread's
+/// other connections to another thread (thread-per-core mode): `on_connection` may then wait
+/// on a database without stalling them.
+pub(crate) async fn decide(
+    endpoint: Arc<dyn Endpoint>,
+    request: &http::request::Parts,
+    remote: Option<SocketAddr>,
+    offered: Vec<String>,
+) -> Decision {
+    if !(endpoint.blocking() && crate::common::on_current_thread_runtime()) {
+        return endpoint.decide(request, remote, offered);
+    }
+    let request = request.clone();
+    let decided = tokio::task::spawn_blocking(move || endpoint.decide(&request, remote, offered));
+    match decided.await {
+        Ok(decision) => decision,
+        // The runtime is shutting down (a panic in `on_connection` is caught inside).
+        Err(_) => Decision::Refuse(StatusCode::SERVICE_UNAVAILABLE),
+    }
 }
 
 /// An upgrade request that does not pass [`check`].

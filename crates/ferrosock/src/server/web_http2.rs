@@ -144,7 +144,7 @@ async fn answer(
 ) {
     let (parts, recv) = request.into_parts();
     if parts.method == http::Method::CONNECT {
-        let (response, opening) = inner.websocket(&parts, remote, Some(&*opens));
+        let (response, opening) = inner.websocket(&parts, remote, Some(&*opens)).await;
         let Some(opening) = opening else {
             drop(recv);
             send(respond, response).await;

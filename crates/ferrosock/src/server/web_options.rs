@@ -70,6 +70,19 @@ pub struct WebServerOptions {
     /// (Rapid Reset, CVE-2023-44487) cannot make the server run `on_connection` faster.
     /// Default: 100.
     pub http2_websockets_per_second: u32,
+    /// Thread-per-core mode: serve on this many threads of the server's own, each running a
+    /// tokio current-thread runtime with a listening socket of its own on the same address
+    /// (`SO_REUSEPORT`: the kernel spreads new connections over them). A connection stays on
+    /// the thread that accepted it for its whole life, so its reads, callbacks and writes
+    /// never cross threads. [`publish`](crate::WebSocketServer::publish),
+    /// [`broadcast`](crate::WebSocketServer::broadcast) and handles used from other threads
+    /// keep working. The threads run until [`WebServer::stop`].
+    ///
+    /// `None`: every connection runs on the tokio runtime that called
+    /// [`WebServer::start`], whatever its kind (work-stealing on a multi-thread runtime).
+    /// Handlers with [`blocking_callbacks`](crate::ServerOptions::blocking_callbacks) work in
+    /// both modes. Default: `None`.
+    pub threads: Option<usize>,
 }
 
 /// A certificate chain and its private key, both PEM files.
@@ -102,6 +115,7 @@ impl Default for WebServerOptions {
             http2_max_streams: 128,
             http2_stream_window: 256 << 10,
             http2_websockets_per_second: 100,
+            threads: None,
         }
     }
 }
@@ -159,6 +173,22 @@ impl WebServerOptions {
     /// Sets [`WebServerOptions::http2_websockets_per_second`].
     pub fn http2_websockets_per_second(mut self, rate: u32) -> WebServerOptions {
         self.http2_websockets_per_second = rate;
+        self
+    }
+
+    /// Sets [`WebServerOptions::threads`]: serve on `n` threads of the server's own, one
+    /// connection per thread for life (thread-per-core). `n` must be at least 1
+    /// ([`WebServer::start`] checks it); [`std::thread::available_parallelism`] is the usual
+    /// choice.
+    ///
+    /// ```
+    /// use ferrosock::WebServerOptions;
+    /// let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// let options = WebServerOptions::default().threads(cores);
+    /// assert_eq!(options.threads, Some(cores));
+    /// ```
+    pub fn threads(mut self, n: usize) -> WebServerOptions {
+        self.threads = Some(n);
         self
     }
 

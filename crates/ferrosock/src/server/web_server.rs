@@ -19,8 +19,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -75,7 +74,11 @@ pub(crate) struct WebInner {
     /// Cancelled when `stop`'s grace period is over: drop HTTP connections still open.
     forced: CancellationToken,
     http_connections: TaskTracker,
-    accept_task: Mutex<Option<JoinHandle<()>>>,
+    /// The accept loops (one, or one per thread in thread-per-core mode): each drops its
+    /// listening socket when it ends.
+    accept_loops: TaskTracker,
+    /// Cancelled when `stop` is over: the threads of thread-per-core mode end.
+    finished: CancellationToken,
 }
 
 /// The HTTP/2 settings of [`WebServerOptions`].
@@ -97,11 +100,20 @@ pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 impl WebServer {
     /// Binds the listening socket and starts serving. Must be called inside a tokio runtime,
-    /// which runs every connection of this server.
+    /// which runs every connection of this server — or, with
+    /// [`threads`](WebServerOptions::threads), starts that many threads of the server's own,
+    /// each with its own listening socket and runtime.
     ///
-    /// Fails with [`ErrorKind::Io`] if the address cannot be bound (in use, say), and with
-    /// [`ErrorKind::Tls`] if the TLS files cannot be read or do not fit together.
+    /// Fails with [`ErrorKind::Io`] if the address cannot be bound (in use, say) or a thread
+    /// cannot be started, with [`ErrorKind::Tls`] if the TLS files cannot be read or do not fit
+    /// together, and with [`ErrorKind::InvalidArgument`] for `threads(0)`.
     pub async fn start(options: WebServerOptions) -> Result<WebServer, Error> {
+        if options.threads == Some(0) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "threads must be at least 1",
+            ));
+        }
         if options.max_request_head_size < MIN_HEAD_SIZE || options.max_request_headers == 0 {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
@@ -119,14 +131,22 @@ impl WebServer {
             )?)),
             None => None,
         };
-        let listener = TcpListener::bind(&options.listen).await.map_err(|err| {
+        let cannot_listen = |err| {
             Error::with_source(
                 ErrorKind::Io,
                 format!("cannot listen on {}", options.listen),
                 err,
             )
-        })?;
-        let local_addr = listener.local_addr().map_err(|err| {
+        };
+        let mut listeners = match options.threads {
+            None => vec![TcpListener::bind(&options.listen)
+                .await
+                .map_err(cannot_listen)?],
+            Some(threads) => bind_shared(&options.listen, threads)
+                .await
+                .map_err(cannot_listen)?,
+        };
+        let local_addr = listeners[0].local_addr().map_err(|err| {
             Error::with_source(ErrorKind::Io, "cannot read the listening address", err)
         })?;
         let static_dir = options
@@ -154,12 +174,29 @@ impl WebServer {
             websockets_closed: CancellationToken::new(),
             forced: CancellationToken::new(),
             http_connections: TaskTracker::new(),
-            accept_task: Mutex::new(None),
+            accept_loops: TaskTracker::new(),
+            finished: CancellationToken::new(),
         });
-        let task = tokio::spawn(accept_loop(inner.clone(), listener));
-        *inner.accept_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-        tracing::info!(%local_addr, "web server started");
-        Ok(WebServer { inner })
+        let web = WebServer { inner };
+        if options.threads.is_none() {
+            let listener = listeners.remove(0);
+            let accept = accept_loop(web.inner.clone(), listener);
+            tokio::spawn(web.inner.accept_loops.track_future(accept));
+        } else {
+            for (index, listener) in listeners.into_iter().enumerate() {
+                if let Err(err) = spawn_thread(&web.inner, index, listener) {
+                    // The threads already started end with the server.
+                    web.stop().await;
+                    return Err(Error::with_source(
+                        ErrorKind::Io,
+                        "cannot start the web server's threads",
+                        err,
+                    ));
+                }
+            }
+        }
+        tracing::info!(%local_addr, threads = ?options.threads, "web server started");
+        Ok(web)
     }
 
     /// The address the server listens on (with the port the system picked for port 0).
@@ -286,15 +323,9 @@ impl WebInner {
             return;
         }
         self.stopping.cancel();
-        let accept_task = self
-            .accept_task
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(task) = accept_task {
-            // The listener is dropped when the loop ends: the port is free after this.
-            let _ = task.await;
-        }
+        // Each listener is dropped when its loop ends: the port is free after this.
+        self.accept_loops.close();
+        self.accept_loops.wait().await;
         // One deadline for everything: WebSocket close handshakes and HTTP requests in flight
         // run side by side (HTTP connections were told to finish when `stopping` fired).
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
@@ -319,6 +350,8 @@ impl WebInner {
             self.forced.cancel();
             self.http_connections.wait().await;
         }
+        // The threads of thread-per-core mode end; their runtimes drop what is left.
+        self.finished.cancel();
         tracing::info!(local_addr = %self.local_addr, "web server stopped");
     }
 
@@ -333,11 +366,11 @@ impl WebInner {
         }
         let on_upgrade = hyper::upgrade::on(&mut request);
         let (parts, _body) = request.into_parts();
-        let (response, opening) = self.websocket(&parts, remote, None);
+        let (response, opening) = self.websocket(&parts, remote, None).await;
         if let Some(opening) = opening {
-            // Once hyper sent the 101, it hands the socket over.
-            self.runtime
-                .spawn(upgrade::open_upgraded(on_upgrade, opening));
+            // Once hyper sent the 101, it hands the socket over. On this thread: in
+            // thread-per-core mode the WebSocket stays where its HTTP connection was accepted.
+            tokio::spawn(upgrade::open_upgraded(on_upgrade, opening));
         }
         response
     }
@@ -345,7 +378,7 @@ impl WebInner {
     /// Answers a WebSocket handshake — an HTTP/1.1 upgrade, or an HTTP/2 CONNECT — with the
     /// decision of the endpoint at its path: the response, and the opening to run once it is
     /// sent. `opens` limits the WebSockets an HTTP/2 connection opens.
-    pub(super) fn websocket(
+    pub(super) async fn websocket(
         &self,
         parts: &http::request::Parts,
         remote: SocketAddr,
@@ -371,7 +404,7 @@ impl WebInner {
             }
         }
         let offered = std::mem::take(&mut checked.offered);
-        let decision = endpoint.decide(parts, Some(remote), offered);
+        let decision = upgrade::decide(endpoint, parts, Some(remote), offered).await;
         let (head, opening) = upgrade::response(decision, checked);
         (with_body(head), opening)
     }
@@ -478,6 +511,74 @@ async fn accept_loop(inner: Arc<WebInner>, listener: TcpListener) {
             }
         }
     }
+}
+
+/// Listening sockets for thread-per-core mode: `threads` sockets bound to the same address
+/// with `SO_REUSEPORT`, so that the kernel spreads incoming connections over them. The first
+/// one picks the port when `listen` asks for port 0; the others bind the port it got.
+async fn bind_shared(listen: &str, threads: usize) -> io::Result<Vec<TcpListener>> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(listen).await? {
+        match bind_reuseport(addr) {
+            Ok(first) => {
+                let addr = first.local_addr()?;
+                let mut listeners = vec![first];
+                for _ in 1..threads {
+                    listeners.push(bind_reuseport(addr)?);
+                }
+                return Ok(listeners);
+            }
+            Err(err) => last_error = Some(err),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
+}
+
+/// One listening socket with `SO_REUSEPORT` (and `SO_REUSEADDR`, as tokio's `bind` sets it).
+fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// The accept queue of each listening socket (tokio's `TcpListener::bind` uses the same).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Starts thread `index` of thread-per-core mode: a current-thread runtime serving what
+/// `listener` accepts, until the server is stopped. The listener moves to the thread's own
+/// runtime; the thread is counted among the accept loops from here, so that `stop` waits for
+/// it even if it has not started running yet.
+fn spawn_thread(inner: &Arc<WebInner>, index: usize, listener: TcpListener) -> io::Result<()> {
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let accepting = inner.accept_loops.token();
+    let inner = inner.clone();
+    std::thread::Builder::new()
+        .name(format!("ferrosock-web-{index}"))
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => accept_loop(inner.clone(), listener).await,
+                    Err(err) => tracing::error!("web server thread {index} cannot listen: {err}"),
+                }
+                drop(accepting);
+                // Connections accepted here go on running here until the server has stopped.
+                inner.finished.cancelled().await;
+            });
+        })?;
+    Ok(())
 }
 
 /// hyper's smallest read buffer.

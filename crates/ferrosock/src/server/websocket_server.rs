@@ -80,8 +80,8 @@ impl<H: ServerHandler> WebSocketServer<H> {
     /// pipe), and is terminated like any other. `handler.on_open` runs before this returns.
     /// Must be called within a tokio runtime, which runs its connections.
     ///
-    /// Fails with [`ErrorKind::InvalidArgument`] for `max_connections` 0, or
-    /// `blocking_callbacks` on a current-thread runtime or outside one.
+    /// Fails with [`ErrorKind::InvalidArgument`] for `max_connections` 0, or outside a tokio
+    /// runtime.
     ///
     /// ```no_run
     /// # use ferrosock::*;
@@ -126,15 +126,6 @@ impl<H: ServerHandler> WebSocketServer<H> {
             ));
         }
         crate::request::check_protocols(&options.protocols)?;
-        if options.blocking_callbacks
-            && runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
-        {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                "blocking_callbacks needs the multi-thread runtime: a current-thread runtime \
-                 has no other thread to hand the connections to",
-            ));
-        }
         let inner = Arc::new(ServerInner {
             handler,
             path: normalize_path(options.path.as_deref()),
@@ -313,9 +304,15 @@ impl<H: ServerHandler> WebSocketServer<H> {
 }
 
 impl<H: ServerHandler> ServerInner<H> {
-    /// Runs a callback, as blocking code if [`ServerOptions::blocking_callbacks`] says so.
+    /// Runs a callback, as blocking code if [`ServerOptions::blocking_callbacks`] says so and
+    /// this is a multi-thread runtime's thread. On a current-thread runtime the callbacks that
+    /// come often are handed to the blocking pool before they get here (`on_connection` by
+    /// [`upgrade::decide`](super::upgrade::decide), a connection's by its [`Serial`]); what
+    /// remains (an error report) runs in place.
+    ///
+    /// [`Serial`]: super::serial::Serial
     pub(super) fn call<R>(&self, f: impl FnOnce() -> R) -> R {
-        if self.blocking_callbacks {
+        if self.blocking_callbacks && !crate::common::on_current_thread_runtime() {
             tokio::task::block_in_place(f)
         } else {
             f()

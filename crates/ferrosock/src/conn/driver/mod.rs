@@ -112,6 +112,12 @@ pub(crate) trait Callbacks: Send {
     fn shared(&self) -> &Shared;
     /// A whole message arrived. Not called once the connection is closing.
     fn on_message(&mut self, message: Incoming);
+    /// Ready when the layer above takes more messages: until then the driver reads nothing
+    /// from the socket (it still writes). Pending registers `cx`'s waker. Default: always
+    /// ready.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
     /// The connection is over and its socket closed. Called exactly once, last.
     fn on_end(self, ending: Ending);
 }
@@ -393,8 +399,8 @@ where
                 }
             }
 
-            // 3. Read and decode.
-            if !self.read_eof {
+            // 3. Read and decode, if the callbacks take more.
+            if !self.read_eof && self.callbacks.poll_ready(cx).is_ready() {
                 match self.poll_read(cx) {
                     Poll::Ready(Ok(0)) => {
                         self.read_eof = true;
