@@ -47,6 +47,11 @@ pub struct BenchArgs {
     /// Binary messages instead of text.
     #[arg(long)]
     pub binary: bool,
+    /// Messages in flight per connection: each connection sends this many at once (one
+    /// write) and the next batch once every echo of this one is back (HttpArena's
+    /// echo-ws-pipeline). Latency is the batch's round trip.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = positive, conflicts_with_all = ["fanout", "idle"])]
+    pub pipeline: usize,
     /// WebSockets over HTTP/2 (RFC 8441, by prior knowledge on ws://): the connections (or
     /// --idle ones) are streams spread over --http2-connections HTTP/2 connections.
     #[arg(long, conflicts_with_all = ["fanout", "raw_echo"])]
@@ -216,6 +221,11 @@ pub struct CommonArgs {
     /// no Origin (not browsers) are accepted. Default: every origin.
     #[arg(long = "allowed-origin", value_name = "ORIGIN", value_parser = origin)]
     pub allowed_origins: Vec<String>,
+    /// Threads serving connections, each with a listening socket of its own on the address
+    /// (SO_REUSEPORT); a connection stays on the thread that accepted it. Default: one per
+    /// core.
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub threads: Option<usize>,
     /// Decline permessage-deflate compression (accepted by default).
     #[arg(long)]
     pub no_deflate: bool,

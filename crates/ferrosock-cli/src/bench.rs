@@ -287,10 +287,13 @@ async fn load(args: &BenchArgs, target: &Target) -> anyhow::Result<()> {
         let (stats, start, stop, payload) =
             (stats.clone(), start.clone(), stop.clone(), payload.clone());
         let (binary, raw_echo, limit) = (args.binary, args.raw_echo, args.size.max(1 << 20));
+        let pipeline = args.pipeline;
         tasks.push(tokio::task::spawn_local(async move {
             start.notified().await;
-            if let Err(err) =
-                ping_pong(connection, payload, binary, raw_echo, limit, &stats, &stop).await
+            if let Err(err) = ping_pong(
+                connection, payload, binary, raw_echo, pipeline, limit, &stats, &stop,
+            )
+            .await
             {
                 stats.borrow_mut().error(format!("{err:#}"));
             }
@@ -360,6 +363,7 @@ async fn load(args: &BenchArgs, target: &Target) -> anyhow::Result<()> {
         let json = serde_json::json!({
             "url": args.url,
             "connections": args.connections,
+            "pipeline": args.pipeline,
             "http2_connections": args.http2.then_some(args.http2_connections),
             "size": args.size,
             "binary": args.binary,
@@ -375,10 +379,11 @@ async fn load(args: &BenchArgs, target: &Target) -> anyhow::Result<()> {
         println!("{json}");
     } else {
         println!(
-            "{} connections x {} bytes{}{}: {messages} messages in {elapsed:.1} s = {rate:.0} msg/s; \
+            "{} connections x {} bytes{}{}{}: {messages} messages in {elapsed:.1} s = {rate:.0} msg/s; \
              latency p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms; errors {}",
             args.connections,
             args.size,
+            if args.pipeline > 1 { format!(", {} in flight", args.pipeline) } else { String::new() },
             if args.binary { " binary" } else { "" },
             if args.deflate { " deflate" } else { "" },
             quantile(0.5),
@@ -625,11 +630,14 @@ async fn fanout(args: &BenchArgs, first: Target, subscribers: usize) -> anyhow::
 }
 
 /// One connection's loop: send, wait for the echo, record, again.
+/// Sends `pipeline` messages at a time on one connection and reads their echoes, until `stop`.
+#[allow(clippy::too_many_arguments)]
 async fn ping_pong(
     mut connection: Connection,
     payload: Bytes,
     binary: bool,
     raw_echo: bool,
+    pipeline: usize,
     limit: usize,
     stats: &RefCell<Stats>,
     stop: &Cell<bool>,
@@ -647,6 +655,8 @@ async fn ping_pong(
         _ => OutFrame::new(Role::Client, opcode, payload.clone(), || key),
     };
     let wire: Bytes = [frame.head(), &frame.payload()[..]].concat().into();
+    // A batch of `pipeline` frames, written at once.
+    let batch: Bytes = wire.repeat(pipeline).into();
     let mut decoder = Decoder::new(DecoderConfig {
         role: Role::Client,
         max_frame_size: limit,
@@ -662,35 +672,37 @@ async fn ping_pong(
     let buf = &mut connection.buf;
     while !stop.get() {
         let sent = Instant::now();
-        stream.write_all(&wire).await?;
+        stream.write_all(&batch).await?;
         if raw_echo {
             // The raw TCP echo returns exactly the bytes sent.
-            while buf.len() < wire.len() {
+            while buf.len() < batch.len() {
                 if stream.read_buf(buf).await? == 0 {
                     bail!("the server closed the connection");
                 }
             }
-            let echo = buf.split_to(wire.len());
-            if echo[..] != wire[..] {
+            let echo = buf.split_to(batch.len());
+            if echo[..] != batch[..] {
                 bail!("the raw echo differs from what was sent");
             }
         } else {
-            let len = loop {
-                match decoder.decode(buf)? {
-                    Some(Decoded::Text(text)) => break text.len(),
-                    Some(Decoded::Binary(data)) => break data.len(),
-                    Some(Decoded::Close(frame)) => bail!("closed by the server: {frame:?}"),
-                    Some(Decoded::Ping(_) | Decoded::Pong(_)) => {}
-                    None => {
-                        buf.reserve(64 * 1024);
-                        if stream.read_buf(buf).await? == 0 {
-                            bail!("the server closed the connection");
+            for _ in 0..pipeline {
+                let len = loop {
+                    match decoder.decode(buf)? {
+                        Some(Decoded::Text(text)) => break text.len(),
+                        Some(Decoded::Binary(data)) => break data.len(),
+                        Some(Decoded::Close(frame)) => bail!("closed by the server: {frame:?}"),
+                        Some(Decoded::Ping(_) | Decoded::Pong(_)) => {}
+                        None => {
+                            buf.reserve(64 * 1024);
+                            if stream.read_buf(buf).await? == 0 {
+                                bail!("the server closed the connection");
+                            }
                         }
                     }
+                };
+                if len != payload.len() {
+                    bail!("an echo of {len} bytes for {} sent", payload.len());
                 }
-            };
-            if len != payload.len() {
-                bail!("an echo of {len} bytes for {} sent", payload.len());
             }
         }
         if stop.get() {
@@ -698,10 +710,10 @@ async fn ping_pong(
         }
         let micros = sent.elapsed().as_micros().max(1) as u64;
         let mut stats = stats.borrow_mut();
-        stats.messages += 1;
+        stats.messages += pipeline as u64;
         if let Some(histogram) = stats.latency.as_mut() {
-            // Saturates at the histogram's 60 s bound.
-            let _ = histogram.record(micros.min(60_000_000));
+            // Saturates at the histogram's 60 s bound; one sample per message of the batch.
+            let _ = histogram.record_n(micros.min(60_000_000), pipeline as u64);
         }
     }
     Ok(())

@@ -220,7 +220,10 @@ fn web_options(listen: String, common: &CommonArgs) -> WebServerOptions {
     let options = WebServerOptions::default()
         .listen(listen)
         .handshake_timeout(Duration::from_secs_f64(common.handshake_timeout))
-        .shutdown_timeout(Duration::from_secs_f64(common.shutdown_timeout));
+        .shutdown_timeout(Duration::from_secs_f64(common.shutdown_timeout))
+        .threads(common.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }));
     match (&common.tls_cert, &common.tls_key) {
         (Some(cert), Some(key)) => options.tls(cert, key),
         _ => options,

@@ -60,6 +60,7 @@ fn a_bad_flag_is_one_line_and_a_failure() {
         &["serve", "--max-connections", "0"][..],
         &["echo", "--max-message-size", "lots"][..],
         &["echo", "--compress", "sometimes"][..],
+        &["echo", "--threads", "0"][..],
         &["frobnicate"][..],
         &[][..],
     ] {
@@ -480,6 +481,40 @@ fn bench_measures_round_trips_against_echo() {
     }
     let (_, json, _) = bench(&[url.as_str(), "-c", "1", "-d", "0.2"]);
     assert!(json["server_cpu_us_per_msg"].is_null(), "{json}");
+}
+
+/// `echo --threads 2` serves on two threads of its own, and `bench --pipeline` keeps several
+/// messages in flight on each connection.
+#[test]
+fn echo_on_two_threads_takes_a_pipelined_load() {
+    let (server, addr) = spawn(&["echo", "--listen", "127.0.0.1:0", "--threads", "2"]);
+    // A thread names itself once it runs: wait for both names.
+    let pid = server.id();
+    let serving = move || {
+        let mut names = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let comm = task.unwrap().path().join("comm");
+            if let Ok(name) = std::fs::read_to_string(comm) {
+                names.push(name.trim().to_owned());
+            }
+        }
+        names.retain(|n| n.starts_with("ferrosock-web-"));
+        names.sort();
+        names
+    };
+    eventually("two serving threads", Duration::from_secs(30), || {
+        serving().len() >= 2
+    });
+    assert_eq!(serving(), ["ferrosock-web-0", "ferrosock-web-1"]);
+    let url = format!("ws://{addr}/");
+    let (status, json, stderr) =
+        bench(&[&url, "-c", "20", "-s", "100", "--pipeline", "8", "-d", "1"]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(json["errors"], 0, "{json} {stderr}");
+    assert_eq!(json["pipeline"], 8);
+    let messages = json["messages"].as_u64().unwrap();
+    // Counted a batch at a time.
+    assert!(messages >= 8 && messages % 8 == 0, "{json}");
 }
 
 #[test]
