@@ -99,6 +99,17 @@ where
                     let gathered = gather(&iov[..count]);
                     std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &gathered))?
                 }
+            } else if count > 1 && total_len(&iov[..count]) <= SMALL_GATHER {
+                // A few small frames (an echo's header and payload, say): one copy into a
+                // buffer on the stack and a plain write cost the kernel less than a writev of
+                // their pieces (no iovec array to import and walk; profiled at 20 B echoes).
+                let mut small = [0u8; SMALL_GATHER];
+                let mut len = 0;
+                for slice in &iov[..count] {
+                    small[len..len + slice.len()].copy_from_slice(slice);
+                    len += slice.len();
+                }
+                std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &small[..len]))?
             } else {
                 std::task::ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &iov[..count]))?
             };
@@ -138,6 +149,14 @@ where
 /// of the default size. Through a door, hyper copies each write and holds up to four beyond
 /// the peer's window, outside the byte budget's count: 64 KiB per stream at most.
 const MAX_GATHER: usize = 16 << 10;
+
+/// Frames whose pieces add up to at most this many bytes are copied into one buffer and
+/// written with a plain write rather than a vectored one.
+const SMALL_GATHER: usize = 2048;
+
+fn total_len(iov: &[IoSlice<'_>]) -> usize {
+    iov.iter().map(|slice| slice.len()).sum()
+}
 
 /// The front of `iov` in one buffer: the slices that fit in [`MAX_GATHER`] bytes, and at most
 /// [`MAX_GATHER`] bytes of the one that does not.
