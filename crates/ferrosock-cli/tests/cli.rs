@@ -2,14 +2,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 
 use common::*;
 
 use ferrosock_tests::TestPki;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn help_describes_each_command() {
@@ -175,31 +175,9 @@ fn a_static_folder_with_its_own_index_replaces_the_demo_page() {
 
 /// Runs `ferrosock connect ARGS` with `input` on stdin; returns (status, stdout, stderr).
 fn connect(args: &[&str], input: &str) -> (std::process::ExitStatus, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrosock"))
-        .arg("connect")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "connect did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (output.status, text(&output.stdout), text(&output.stderr))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferrosock"));
+    command.arg("connect").args(args);
+    run_with_input(command, input, Duration::from_secs(20))
 }
 
 #[test]

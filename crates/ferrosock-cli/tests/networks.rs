@@ -43,29 +43,7 @@ fn connect(
     env: &[(&str, String)],
     input: &str,
 ) -> (std::process::ExitStatus, String, String) {
-    let mut child = command(args, env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "connect did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (output.status, text(&output.stdout), text(&output.stderr))
+    run_with_input(command(args, env), input, Duration::from_secs(60))
 }
 
 /// `ferrosock serve` with TLS, and the port it listens on.

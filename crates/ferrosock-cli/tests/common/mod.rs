@@ -179,3 +179,30 @@ pub fn within_secs<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 
     rx.recv_timeout(Duration::from_secs(secs))
         .unwrap_or_else(|_| panic!("not done within {secs} s"))
 }
+
+/// Runs `command` (a `ferrosock connect`) with `input` on its stdin until it exits, failing
+/// the test after `limit`; returns its status, stdout and stderr.
+pub fn run_with_input(
+    mut command: Command,
+    input: &str,
+    limit: Duration,
+) -> (std::process::ExitStatus, String, String) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    eventually("connect to exit", limit, || {
+        child.try_wait().unwrap().is_some()
+    });
+    let output = child.wait_with_output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status, text(&output.stdout), text(&output.stderr))
+}

@@ -161,8 +161,7 @@ fn total_len(iov: &[IoSlice<'_>]) -> usize {
 /// The front of `iov` in one buffer: the slices that fit in [`MAX_GATHER`] bytes, and at most
 /// [`MAX_GATHER`] bytes of the one that does not.
 fn gather(iov: &[IoSlice<'_>]) -> Vec<u8> {
-    let total: usize = iov.iter().map(|slice| slice.len()).sum();
-    let mut gathered = Vec::with_capacity(total.min(MAX_GATHER));
+    let mut gathered = Vec::with_capacity(total_len(iov).min(MAX_GATHER));
     for slice in iov {
         let room = MAX_GATHER - gathered.len();
         gathered.extend_from_slice(&slice[..slice.len().min(room)]);
