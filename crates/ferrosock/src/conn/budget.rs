@@ -125,6 +125,11 @@ impl Held {
             _shared: shared,
         }
     }
+
+    /// Whether the item's payload is shared with other queues: a `publish` or `broadcast`.
+    pub(crate) fn is_shared(&self) -> bool {
+        self._shared.is_some()
+    }
 }
 
 /// Something queued, with what it holds of the process-wide total.

@@ -695,3 +695,79 @@ async fn a_stream_without_vectored_writes_gets_whole_frames_in_writes_of_at_most
     let total: usize = writes.iter().sum();
     assert_eq!(total, 5 + 5 + 7 + 10 + (200 << 10), "{writes:?}");
 }
+
+/// Sends `first`, lets the driver run once, sends `second` before the runtime looks at I/O
+/// again, and returns the sizes of the driver's writes once the peer has both frames.
+async fn writes_of_two_sends(send: impl Fn(&Shared, &'static [u8])) -> Vec<usize> {
+    let (ours, theirs) = tokio::io::duplex(1 << 20);
+    let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let io = OneBufferPerWrite {
+        io: ours,
+        writes: writes.clone(),
+    };
+    let limits = Limits::default();
+    let shared = Arc::new(Shared::new(
+        Role::Server,
+        Status::Connected,
+        limits.max_outgoing_bytes,
+        limits.backpressure,
+    ));
+    shared.set_deflate(None, &PerMessageDeflate::default());
+    let (tx, _events) = mpsc::unbounded_channel();
+    let callbacks = Recorder {
+        shared: shared.clone(),
+        events: tx,
+    };
+    tokio::spawn(run(
+        io,
+        BytesMut::new(),
+        DriverConfig::new(Role::Server, &limits),
+        callbacks,
+    ));
+    // The driver's first poll: it waits for the socket and the outbox.
+    tokio::task::yield_now().await;
+    send(&shared, b"first");
+    // Queued behind the driver, this task's wake-up comes before the runtime's next look at
+    // I/O, and so before any task that deferred itself past it.
+    let (go, wait) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move { go.send(()).unwrap() });
+    wait.await.unwrap();
+    send(&shared, b"second");
+    let mut peer = Peer {
+        io: theirs,
+        decoder: Decoder::new(DecoderConfig {
+            role: Role::Client,
+            max_frame_size: 1 << 20,
+            max_message_size: 1 << 20,
+        }),
+        buf: BytesMut::new(),
+    };
+    for expected in ["first", "second"] {
+        match peer.recv().await {
+            Some(Decoded::Text(text)) => assert_eq!(&text[..], expected),
+            other => panic!("expected {expected}, got {other:?}"),
+        }
+    }
+    let writes = writes.lock().unwrap().clone();
+    writes
+}
+
+/// A publish wakes every subscriber with a frame: its write waits for the runtime's next look
+/// at the sockets, and what is published meanwhile goes out in the same write (a send per
+/// frame made fan-out 35% slower than on the work-stealing runtime). A connection's own sends
+/// are not held.
+#[tokio::test]
+async fn published_frames_wait_a_turn_and_share_a_write_but_own_sends_do_not() {
+    let publish = |shared: &Shared, text: &'static [u8]| {
+        let prepared = super::outgoing::Prepared::new(OpCode::Text, Bytes::from_static(text));
+        assert!(prepared.send(shared));
+    };
+    // Two frames of 2 + 5 and 2 + 6 bytes.
+    assert_eq!(writes_of_two_sends(publish).await, [15]);
+    let own = |shared: &Shared, text: &'static [u8]| {
+        shared
+            .send_data(OpCode::Text, Bytes::from_static(text), Compress::Auto)
+            .unwrap();
+    };
+    assert_eq!(writes_of_two_sends(own).await, [7, 8]);
+}

@@ -23,7 +23,7 @@ mod write;
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -188,6 +188,13 @@ thread_local! {
     static SCRATCH: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
 }
 
+/// Schedules the task to be polled again after the runtime's next look at I/O, as
+/// `tokio::task::yield_now` does: true if it will be. Outside a tokio runtime it is woken at once.
+fn defer(cx: &mut Context<'_>) -> bool {
+    let mut yielded = std::pin::pin!(tokio::task::yield_now());
+    yielded.as_mut().poll(cx).is_pending()
+}
+
 /// `timeout` from now; a timeout too long to represent (`Duration::MAX`, "wait forever") is
 /// about thirty years.
 fn deadline_after(timeout: Duration) -> Instant {
@@ -330,13 +337,27 @@ where
             let mut leftover = std::mem::take(&mut self.read_buf);
             self.decode_read(&mut leftover);
         }
-        for _ in 0..MAX_ROUNDS {
+        // Set for this poll when its writes wait for the runtime's next turn (see below).
+        let mut corked = false;
+        for round in 0..MAX_ROUNDS {
             let mut progressed = false;
 
             // 1. What handles queued (the lock is taken only when something is).
             let before = self.out.len();
             let command = if self.callbacks.shared().has_pending() {
                 let command = self.callbacks.shared().take(&mut self.staged);
+                // A publish or broadcast wakes every subscriber with one frame each. Written at
+                // once, that is a send per frame; held until the runtime has looked at the
+                // sockets again (`yield_now` defers the task past that), the messages published
+                // meanwhile join it — the corking uWebSockets does until the end of its loop
+                // iteration. Once per wake-up: the next poll writes.
+                if round == 0
+                    && before == 0
+                    && command.is_none()
+                    && self.staged.iter().any(|queued| queued.held.is_shared())
+                {
+                    corked = defer(cx);
+                }
                 self.frame_staged();
                 command
             } else {
@@ -374,10 +395,14 @@ where
             progressed |= self.out.len() != before;
 
             // 2. Write.
-            let flushed = match self.poll_write_out(cx) {
-                Poll::Ready(Ok(())) => true,
-                Poll::Ready(Err(err)) => return Poll::Ready(self.io_failed(&err)),
-                Poll::Pending => false,
+            let flushed = if corked {
+                false
+            } else {
+                match self.poll_write_out(cx) {
+                    Poll::Ready(Ok(())) => true,
+                    Poll::Ready(Err(err)) => return Poll::Ready(self.io_failed(&err)),
+                    Poll::Pending => false,
+                }
             };
             // Our close frame is out and we owe nothing more: half-close. A server then closes
             // the socket (RFC 6455 §7.1.1); a client waits for the server's EOF, and a failing
