@@ -29,7 +29,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// An echo server: ws://HOST:PORT/PATH.
+    /// An echo server: ws://HOST:PORT/PATH, or wss:// (TLS; see --ca).
     #[arg(value_name = "URL")]
     pub url: String,
     /// Connections, each with one message in flight.
@@ -56,6 +56,9 @@ pub struct BenchArgs {
     /// --idle ones) are streams spread over --http2-connections HTTP/2 connections.
     #[arg(long, conflicts_with_all = ["fanout", "raw_echo"])]
     pub http2: bool,
+    /// With a wss:// URL: trust the CA certificates of this PEM file (besides the system's).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// With --http2: how many HTTP/2 connections carry the WebSockets.
     #[arg(long, value_name = "M", default_value_t = 1, value_parser = positive, requires = "http2")]
     pub http2_connections: usize,

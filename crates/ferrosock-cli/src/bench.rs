@@ -10,7 +10,9 @@
 use std::cell::{Cell, RefCell};
 use std::io::IsTerminal as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -24,6 +26,11 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::TlsConnector;
 
 use crate::args::BenchArgs;
 use crate::bench_h2::{H2Connection, H2Io};
@@ -53,6 +60,8 @@ pub(crate) struct Target {
     pub(crate) addr: SocketAddr,
     pub(crate) host_header: String,
     pub(crate) resource: String,
+    /// For wss://: the TLS client and the name the certificate must carry.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -62,7 +71,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let target = target(&args.url).await?;
+        let target = target(&args.url, args.ca.as_deref()).await?;
+        if args.http2 && target.tls.is_some() {
+            bail!("bench --http2 speaks HTTP/2 by prior knowledge, on ws:// only");
+        }
         match (args.idle, args.fanout) {
             (Some(count), _) => idle(&args, &target, count).await,
             (None, Some(subscribers)) => fanout(&args, target, subscribers).await,
@@ -71,13 +83,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     })
 }
 
-async fn target(url: &str) -> anyhow::Result<Target> {
+async fn target(url: &str, ca: Option<&Path>) -> anyhow::Result<Target> {
     let parsed = url::Url::parse(url).with_context(|| format!("invalid URL {url:?}"))?;
-    if parsed.scheme() != "ws" {
-        bail!("ferrosock bench speaks ws:// only, not {}", parsed.scheme());
-    }
+    let secure = match parsed.scheme() {
+        "ws" => false,
+        "wss" => true,
+        other => bail!("ferrosock bench speaks ws:// and wss://, not {other}://"),
+    };
     let host = parsed.host_str().context("the URL has no host")?;
-    let port = parsed.port().unwrap_or(80);
+    let port = parsed.port().unwrap_or(if secure { 443 } else { 80 });
+    let tls = if secure {
+        let name = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(name.to_owned())
+            .with_context(|| format!("{host} is not a name a certificate can carry"))?;
+        Some((TlsConnector::from(tls_config(ca)?), name))
+    } else {
+        None
+    };
     let addr = tokio::net::lookup_host((host.trim_start_matches('[').trim_end_matches(']'), port))
         .await
         .with_context(|| format!("cannot resolve {host}"))?
@@ -91,7 +113,32 @@ async fn target(url: &str) -> anyhow::Result<Target> {
         addr,
         host_header: format!("{host}:{port}"),
         resource,
+        tls,
     })
+}
+
+/// The TLS client for wss://: the system's roots, and those of `ca` if given.
+fn tls_config(ca: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(ca) = ca {
+        let certs = CertificateDer::pem_file_iter(ca)
+            .with_context(|| format!("cannot read {}", ca.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("{}: not PEM certificates", ca.display()))?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            bail!("{}: no usable CA certificate", ca.display());
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("cannot set up TLS")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// An open connection, past the opening handshake.
@@ -104,6 +151,7 @@ pub(crate) struct Connection {
 /// A WebSocket's bytes: its own TCP connection, or a stream of a shared HTTP/2 one.
 pub(crate) enum Io {
     Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
     H2(H2Io),
 }
 
@@ -115,6 +163,7 @@ impl tokio::io::AsyncRead for Io {
     ) -> std::task::Poll<std::io::Result<()>> {
         match self.get_mut() {
             Io::Tcp(tcp) => std::pin::Pin::new(tcp).poll_read(cx, buf),
+            Io::Tls(tls) => std::pin::Pin::new(tls).poll_read(cx, buf),
             Io::H2(h2) => std::pin::Pin::new(h2).poll_read(cx, buf),
         }
     }
@@ -128,6 +177,7 @@ impl tokio::io::AsyncWrite for Io {
     ) -> std::task::Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Io::Tcp(tcp) => std::pin::Pin::new(tcp).poll_write(cx, buf),
+            Io::Tls(tls) => std::pin::Pin::new(tls).poll_write(cx, buf),
             Io::H2(h2) => std::pin::Pin::new(h2).poll_write(cx, buf),
         }
     }
@@ -138,6 +188,7 @@ impl tokio::io::AsyncWrite for Io {
     ) -> std::task::Poll<std::io::Result<()>> {
         match self.get_mut() {
             Io::Tcp(tcp) => std::pin::Pin::new(tcp).poll_flush(cx),
+            Io::Tls(tls) => std::pin::Pin::new(tls).poll_flush(cx),
             Io::H2(h2) => std::pin::Pin::new(h2).poll_flush(cx),
         }
     }
@@ -148,6 +199,7 @@ impl tokio::io::AsyncWrite for Io {
     ) -> std::task::Poll<std::io::Result<()>> {
         match self.get_mut() {
             Io::Tcp(tcp) => std::pin::Pin::new(tcp).poll_shutdown(cx),
+            Io::Tls(tls) => std::pin::Pin::new(tls).poll_shutdown(cx),
             Io::H2(h2) => std::pin::Pin::new(h2).poll_shutdown(cx),
         }
     }
@@ -210,7 +262,7 @@ async fn open(
     source: Option<IpAddr>,
     deflate: bool,
 ) -> anyhow::Result<Connection> {
-    let mut stream = match source {
+    let tcp = match source {
         Some(ip) => {
             let socket = if target.addr.is_ipv4() {
                 TcpSocket::new_v4()?
@@ -222,7 +274,16 @@ async fn open(
         }
         None => TcpStream::connect(target.addr).await?,
     };
-    stream.set_nodelay(true)?;
+    tcp.set_nodelay(true)?;
+    let mut stream = match &target.tls {
+        Some((connector, name)) => Io::Tls(Box::new(
+            connector
+                .connect(name.clone(), tcp)
+                .await
+                .context("TLS handshake")?,
+        )),
+        None => Io::Tcp(tcp),
+    };
     let settings = if deflate {
         PerMessageDeflate::default()
     } else {
@@ -232,12 +293,16 @@ async fn open(
     stream
         .write_all(&handshake.request(&target.host_header, &target.resource, &[]))
         .await?;
+    // Over TLS, what the socket did not take at once waits in the TLS session until a flush
+    // (a no-op on TCP): without it, a request could wait there while both ends wait for
+    // each other.
+    stream.flush().await?;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         if let Some(accepted) = handshake.check_response(&buf)? {
             let _ = buf.split_to(accepted.head_len);
             return Ok(Connection {
-                stream: Io::Tcp(stream),
+                stream,
                 buf,
                 deflate: accepted.deflate,
             });
@@ -416,6 +481,7 @@ fn with_query(target: &Target, query: &str) -> Target {
         addr: target.addr,
         host_header: target.host_header.clone(),
         resource: format!("{}{separator}{query}", target.resource),
+        tls: target.tls.clone(),
     }
 }
 
@@ -425,7 +491,7 @@ async fn fanout(args: &BenchArgs, first: Target, subscribers: usize) -> anyhow::
     let topic = format!("bench-{:08x}", rand::random::<u32>());
     let mut nodes = vec![first];
     for url in &args.nodes {
-        nodes.push(target(url).await?);
+        nodes.push(target(url, args.ca.as_deref()).await?);
     }
     let stats = Rc::new(RefCell::new(Stats {
         latency: Some(
@@ -543,6 +609,7 @@ async fn fanout(args: &BenchArgs, first: Target, subscribers: usize) -> anyhow::
         sent_at.borrow_mut().push(Instant::now());
         received.borrow_mut().push(0);
         publisher.stream.write_all(&message(seq)).await?;
+        publisher.stream.flush().await?;
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
             while !everyone(seq) {
                 progress.notified().await;
@@ -588,6 +655,7 @@ async fn fanout(args: &BenchArgs, first: Target, subscribers: usize) -> anyhow::
         sent_at.borrow_mut().push(Instant::now());
         received.borrow_mut().push(0);
         publisher.stream.write_all(&message(seq)).await?;
+        publisher.stream.flush().await?;
         seq += 1;
     }
     let elapsed = began.elapsed().as_secs_f64();
@@ -673,6 +741,7 @@ async fn ping_pong(
     while !stop.get() {
         let sent = Instant::now();
         stream.write_all(&batch).await?;
+        stream.flush().await?;
         if raw_echo {
             // The raw TCP echo returns exactly the bytes sent.
             while buf.len() < batch.len() {

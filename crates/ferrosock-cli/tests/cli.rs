@@ -495,6 +495,42 @@ fn echo_on_two_threads_takes_a_pipelined_load() {
     assert!(messages >= 8 && messages % 8 == 0, "{json}");
 }
 
+/// `bench` over TLS: wss:// with `--ca` loads a TLS echo server; without the CA, every
+/// connection fails on the certificate and says so; `--http2` is refused on wss://.
+#[test]
+fn bench_loads_a_tls_server() {
+    let pki = TestPki::generate("bench");
+    let (_server, addr) = spawn(&[
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        pki.cert.to_str().unwrap(),
+        "--tls-key",
+        pki.key.to_str().unwrap(),
+    ]);
+    let port = addr.rsplit(':').next().unwrap();
+    let url = format!("wss://localhost:{port}/");
+    let ca = pki.ca.to_str().unwrap();
+    let (status, json, stderr) = bench(&[&url, "--ca", ca, "-c", "4", "-s", "100", "-d", "1"]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(json["errors"], 0, "{json} {stderr}");
+    assert!(json["messages"].as_u64().unwrap() > 0, "{json}");
+
+    let output = ferrosock(&["bench", &url, "-c", "2", "-d", "1"]);
+    assert!(!output.status.success());
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("certificate"), "{stderr}");
+
+    let output = ferrosock(&["bench", &url, "--ca", ca, "--http2", "-d", "1"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr_of(&output).contains("ws:// only"),
+        "{}",
+        stderr_of(&output)
+    );
+}
+
 #[test]
 fn bench_http2_spreads_websockets_over_connections() {
     let (server, addr) = spawn(&["echo", "--listen", "127.0.0.1:0"]);
@@ -593,7 +629,7 @@ fn bench_fails_clearly_without_a_server_or_with_a_bad_url() {
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 
     for (url, expected) in [
-        ("http://127.0.0.1:1/", "ws:// only"),
+        ("http://127.0.0.1:1/", "ws:// and wss://, not http://"),
         ("not a url", "invalid URL"),
     ] {
         let output = ferrosock(&["bench", url, "-d", "1"]);
