@@ -1,12 +1,15 @@
 //! Echo servers built on ferrosock's peer crates, for side-by-side load tests (`scripts/bench`).
 //!
 //! `bench-server KIND --listen ADDR`, KIND one of `tokio-tungstenite`, `fastwebsockets`,
-//! `tokio-websockets` or `raw` (a TCP echo that returns the same bytes without any WebSocket
-//! work: the limit). Each runs on a tokio multi-thread runtime with a worker per core and sets
+//! `tokio-websockets`, `raw` (a TCP echo that returns the same bytes without any WebSocket
+//! work: the limit) or `io-uring` (ferrosock-proto on one io_uring thread: issue 14's
+//! evaluation, see `uring.rs`). The others run on a tokio multi-thread runtime with a worker per core and sets
 //! TCP_NODELAY, as `ferrosock echo` does, and echoes every text or binary message with its type,
 //! in the way each crate's own examples do.
 
 use std::net::SocketAddr;
+
+mod uring;
 
 /// The same allocator as the `ferrosock` binary, so that the comparison is of the WebSocket
 /// stacks alone.
@@ -34,10 +37,15 @@ enum Kind {
     Fastwebsockets,
     TokioWebsockets,
     Raw,
+    /// ferrosock-proto on one io_uring thread: the evaluation in `uring.rs`.
+    IoUring,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Kind::IoUring = args.kind {
+        return uring::serve(args.listen);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -59,6 +67,7 @@ fn main() -> anyhow::Result<()> {
                     Kind::Fastwebsockets => fastwebsockets_echo(stream).await,
                     Kind::TokioWebsockets => tokio_websockets_echo(stream).await,
                     Kind::Raw => raw_echo(stream).await,
+                    Kind::IoUring => unreachable!("served without tokio"),
                 };
                 // A client going away mid-message is no news to a load test.
                 drop(result);
