@@ -3,6 +3,7 @@
 //! (`WebSocket::connect_over`), against Python `websockets` and Node `ws`; and backpressure a
 //! producer waits on (`buffered_amount`, `writable`).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
@@ -329,13 +330,36 @@ async fn accept_takes_request_heads_as_large_as_the_web_servers() {
 }
 
 /// A producer may await room before the socket is open: it waits for the opening, then sends.
+/// The server takes the connection only once the wait has begun, so that the socket is still
+/// opening whatever the machine's speed (a server answering at once raced the first check).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writable_waits_for_a_connecting_socket_to_open() {
-    let (_wss, addr) = detached(0, Limits::default()).await;
+    let wss = WebSocketServer::detached(
+        Echo {
+            burst: 0,
+            seen: watch::Sender::default(),
+        },
+        ServerOptions::default(),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
     let (probe, mut events) = ClientProbe::new();
     let ws = WebSocket::new(&format!("ws://{addr}/"), probe).unwrap();
+    let (stream, remote) = within("the client's connection", listener.accept())
+        .await
+        .unwrap();
+    // Nobody answers its opening handshake yet.
     assert_eq!(ws.status(), Status::Connecting);
-    within("room", ws.writable(5)).await;
+    let mut room = std::pin::pin!(ws.writable(5));
+    let waiting =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(room.as_mut().poll(cx).is_pending()))
+            .await;
+    assert!(waiting, "room before the socket is open");
+    tokio::spawn(async move {
+        let _ = wss.accept(stream, remote).await;
+    });
+    within("room", room).await;
     ws.send("early").unwrap();
     events.expect(&["open status=Connected"]).await;
     events.expect(&["message Text(early)"]).await;
