@@ -24,6 +24,8 @@ mod reconnect;
 mod redirects;
 #[path = "it/robustness.rs"]
 mod robustness;
+#[path = "it/stats.rs"]
+mod stats;
 #[path = "it/streams.rs"]
 mod streams;
 #[path = "it/threads.rs"]

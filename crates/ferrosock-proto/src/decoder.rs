@@ -246,6 +246,14 @@ impl Decoder {
         self.inflater = Some(Box::new(inflater));
     }
 
+    /// The compressed length of the last message handed out, if it was compressed (0 if not,
+    /// and after the first call): what permessage-deflate saved, for statistics.
+    pub fn take_inflated_len(&mut self) -> usize {
+        self.inflater
+            .as_mut()
+            .map_or(0, |inflater| std::mem::take(&mut inflater.inflated_from))
+    }
+
     /// The limits this decoder enforces.
     pub fn config(&self) -> &DecoderConfig {
         &self.config
@@ -520,6 +528,7 @@ impl Decoder {
                         .inflater
                         .as_mut()
                         .expect("check_header allows RSV1 only with an inflater");
+                    inflater.inflated_from = data.len();
                     data = inflater.decompress(&data, self.config.max_message_size)?;
                     if message.text {
                         super::utf8::validate(&data)?;

@@ -7,6 +7,7 @@
 //! [`WebSocket`]: crate::WebSocket
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{Compress, Incoming, Status};
@@ -17,6 +18,7 @@ use crate::limits::Limits;
 use crate::message::{DataType, Message};
 use crate::proto::deflate::{Negotiated, PerMessageDeflate};
 use crate::proto::{CloseCode, Role};
+use crate::stats::Counters;
 
 /// One connection's handle state, behind the handle's `Arc`.
 #[derive(Debug)]
@@ -26,10 +28,18 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(id: u64, role: Role, status: Status, limits: &Limits) -> Core {
+    /// A connection's core; `stats`: the counters of its server (`None` for a client).
+    pub(crate) fn new(
+        id: u64,
+        role: Role,
+        status: Status,
+        limits: &Limits,
+        stats: Option<Arc<Counters>>,
+    ) -> Core {
         Core {
             id,
-            shared: Shared::new(role, status, limits.max_outgoing_bytes, limits.backpressure),
+            shared: Shared::new(role, status, limits.max_outgoing_bytes, limits.backpressure)
+                .counted_in(stats),
         }
     }
 
@@ -95,6 +105,9 @@ impl Core {
     pub(crate) fn guard(&self, callback: &str, f: impl FnOnce()) {
         if let Err(cause) = guarded(callback, f) {
             tracing::error!(id = self.id, "{cause}");
+            if let Some(stats) = self.shared.stats() {
+                stats.panicked();
+            }
             self.shared.command(Command::Fail {
                 code: CloseCode::INTERNAL_ERROR,
                 reason: String::new(),
@@ -108,6 +121,9 @@ impl Core {
     pub(crate) fn guard_final(&self, callback: &str, f: impl FnOnce()) {
         if let Err(cause) = guarded(callback, f) {
             tracing::error!(id = self.id, "{cause}");
+            if let Some(stats) = self.shared.stats() {
+                stats.panicked();
+            }
         }
     }
 }

@@ -135,6 +135,9 @@ pub struct Inflater {
     reset: bool,
     /// Created at the first compressed message; dropped after each one when `reset`.
     state: Option<Inflate>,
+    /// The compressed length of the last message, until the decoder's owner takes it
+    /// ([`Decoder::take_inflated_len`](crate::Decoder::take_inflated_len)).
+    pub(crate) inflated_from: usize,
 }
 
 impl Inflater {
@@ -145,6 +148,7 @@ impl Inflater {
             window_bits,
             reset,
             state: None,
+            inflated_from: 0,
         }
     }
 

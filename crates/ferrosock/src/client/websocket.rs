@@ -263,6 +263,7 @@ impl<H: ClientHandler> WebSocket<H> {
                 Role::Client,
                 Status::Connecting,
                 &plan.options.limits,
+                None,
             ));
             *self.inner.core.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
             self.inner.protocol.store(NO_PROTOCOL, Ordering::Release);
@@ -310,7 +311,7 @@ impl<H: ClientHandler> WebSocket<H> {
         options.validate()?;
         let headers = request_headers(&handler.headers())?;
         let id = next_id();
-        let core = Core::new(id, Role::Client, Status::Connecting, &options.limits);
+        let core = Core::new(id, Role::Client, Status::Connecting, &options.limits, None);
         let ws = WebSocket {
             inner: Arc::new(ClientInner {
                 core: RwLock::new(Arc::new(core)),

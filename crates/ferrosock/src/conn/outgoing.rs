@@ -201,7 +201,12 @@ impl Prepared {
             Some((frame, charge))
         });
         match frame {
-            Some((frame, charge)) => (Outgoing::Frame(frame.clone()), charge.clone()),
+            Some((frame, charge)) => {
+                if let Some(stats) = shared.stats() {
+                    stats.deflated(self.payload.len(), frame.payload().len());
+                }
+                (Outgoing::Frame(frame.clone()), charge.clone())
+            }
             None => (Outgoing::Frame(self.plain.clone()), plain_charge()),
         }
     }

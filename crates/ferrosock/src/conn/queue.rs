@@ -21,6 +21,7 @@ use crate::common::{Compress, Status};
 use crate::limits::BackpressurePolicy;
 use crate::proto::deflate::{Negotiated, PerMessageDeflate};
 use crate::proto::{CloseCode, OpCode, OutFrame, Role};
+use crate::stats::Counters;
 
 /// Something queued for the driver to write.
 #[derive(Debug)]
@@ -84,6 +85,8 @@ pub(crate) struct Shared {
     /// Wakes the tasks waiting for room in the budget ([`Shared::room_for`]); created by the
     /// first of them, so that a connection nobody waits on carries only the empty slot.
     room: OnceLock<Box<Notify>>,
+    /// The counters of the server this connection belongs to (`None`: a client socket).
+    stats: Option<Arc<Counters>>,
 }
 
 #[derive(Debug, Default)]
@@ -161,7 +164,19 @@ impl Shared {
             budget,
             policy,
             room: OnceLock::new(),
+            stats: None,
         }
+    }
+
+    /// Counts this connection in a server's `stats`.
+    pub(crate) fn counted_in(mut self, stats: Option<Arc<Counters>>) -> Shared {
+        self.stats = stats;
+        self
+    }
+
+    /// The counters of the server this connection belongs to.
+    pub(crate) fn stats(&self) -> Option<&Arc<Counters>> {
+        self.stats.as_ref()
     }
 
     pub(crate) fn status(&self) -> Status {
@@ -233,6 +248,9 @@ impl Shared {
         };
         if let Some(refused) = refused {
             if self.policy == BackpressurePolicy::Close {
+                if let Some(stats) = &self.stats {
+                    stats.budget_cut();
+                }
                 let cause = match refused {
                     SendError::ProcessFull { queued, cap } => format!(
                         "process-wide outgoing limit reached: {queued} bytes queued in the \

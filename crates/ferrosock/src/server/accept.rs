@@ -11,6 +11,7 @@ use super::upgrade::{self, defaults, Opening};
 use super::{ServerHandler, WebSocketServer};
 use crate::conn::{Io, Stream};
 use crate::error::{Error, ErrorKind};
+use crate::stats::Refusal;
 
 impl<H: ServerHandler> WebSocketServer<H> {
     /// Serves one WebSocket connection over `stream`, a connection the application accepted
@@ -52,8 +53,12 @@ impl<H: ServerHandler> WebSocketServer<H> {
         };
         match tokio::time::timeout_at(deadline, write_head(&mut stream, &head)).await {
             Ok(Ok(())) => {
-                let task = opening.open(Stream::from_io(stream), leftover);
-                self.inner().runtime.spawn(task);
+                // Opened in the task: the connection's setup (and `on_open`) runs where it
+                // will be driven.
+                let stream = Stream::from_io(stream);
+                self.inner()
+                    .runtime
+                    .spawn(async move { opening.open(stream, leftover).await });
                 Ok(())
             }
             Ok(Err(err)) => {
@@ -77,6 +82,7 @@ impl<H: ServerHandler> WebSocketServer<H> {
         let (parts, leftover) = match read_head(stream).await {
             Ok(Ok(request)) => request,
             Ok(Err(status)) => {
+                self.inner().stats.refused(Refusal::of_status(status));
                 let refusal = upgrade::refusal(status);
                 return Err(answer(stream, refusal, "a malformed request").await);
             }
@@ -90,7 +96,10 @@ impl<H: ServerHandler> WebSocketServer<H> {
         };
         let mut checked = match upgrade::check(&parts) {
             Ok(checked) => checked,
-            Err(bad) => return Err(answer(stream, bad.head(), &bad.why).await),
+            Err(bad) => {
+                self.inner().stats.refused(Refusal::of_status(bad.status()));
+                return Err(answer(stream, bad.head(), &bad.why).await);
+            }
         };
         let offered = std::mem::take(&mut checked.offered);
         let decision = upgrade::decide(self.endpoint(), &parts, Some(remote), offered).await;

@@ -39,7 +39,13 @@ impl<H: ServerHandler> WebSocketConnection<H> {
         compression: Option<Negotiated>,
         protocol: Option<String>,
     ) -> Self {
-        let core = Core::new(id, Role::Server, Status::Connected, wss.limits());
+        let core = Core::new(
+            id,
+            Role::Server,
+            Status::Connected,
+            wss.limits(),
+            Some(wss.inner().stats.clone()),
+        );
         core.negotiated(compression, wss.deflate_settings());
         WebSocketConnection {
             inner: Arc::new(ConnInner {

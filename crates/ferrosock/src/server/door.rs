@@ -45,6 +45,7 @@ use super::termination::Terminating;
 use super::upgrade;
 use super::{ServerHandler, WebSocketServer};
 use crate::proto::CloseCode;
+use crate::stats::Refusal;
 
 /// The body of every response a door gives: empty for an accepted WebSocket, a short fixed
 /// text for a refusal.
@@ -121,6 +122,7 @@ impl<H: ServerHandler> WebSocketServer<H> {
             Err(bad) => {
                 let shown = remote.map_or_else(|| "(unknown)".to_owned(), |r| r.to_string());
                 tracing::debug!(remote = %shown, "bad upgrade request: {}", bad.why);
+                self.inner().stats.refused(Refusal::of_status(bad.status()));
                 return with_body(bad.head());
             }
         };
@@ -129,6 +131,7 @@ impl<H: ServerHandler> WebSocketServer<H> {
             tracing::error!(
                 "a WebSocket handshake that did not come from hyper (no OnUpgrade): 500"
             );
+            self.inner().stats.refused(Refusal::InternalError);
             return with_body(upgrade::refusal(StatusCode::INTERNAL_SERVER_ERROR));
         };
         let offered = std::mem::take(&mut checked.offered);

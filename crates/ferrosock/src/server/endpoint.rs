@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http::{HeaderValue, StatusCode};
@@ -23,6 +23,7 @@ use crate::handle::{end_events, message_event};
 use crate::message::DataType;
 use crate::proto::{CloseCode, Role};
 use crate::request::Request;
+use crate::stats::Refusal;
 
 impl<H: ServerHandler> Endpoint for ServerInner<H> {
     fn decide(
@@ -32,8 +33,12 @@ impl<H: ServerHandler> Endpoint for ServerInner<H> {
         offered: Vec<String>,
     ) -> Decision {
         let wss = WebSocketServer::from_inner(self);
+        let refuse = |status: StatusCode| {
+            wss.inner().stats.refused(Refusal::of_status(status));
+            Decision::Refuse(status)
+        };
         if wss.terminated() {
-            return Decision::Refuse(StatusCode::NOT_FOUND);
+            return refuse(StatusCode::NOT_FOUND);
         }
         let registry = &wss.inner().registry;
         let Some(slot) = Slot::reserve(registry) else {
@@ -49,7 +54,7 @@ impl<H: ServerHandler> Endpoint for ServerInner<H> {
                 ),
                 ErrorInfo::FERROSOCK,
             ));
-            return Decision::Refuse(StatusCode::SERVICE_UNAVAILABLE);
+            return refuse(StatusCode::SERVICE_UNAVAILABLE);
         };
         // The server's choice: the client's first offer that it supports.
         let supported = &wss.inner().protocols;
@@ -62,8 +67,8 @@ impl<H: ServerHandler> Endpoint for ServerInner<H> {
         });
         let handler = match handler {
             Some(Some(handler)) => handler,
-            Some(None) => return Decision::Refuse(StatusCode::FORBIDDEN),
-            None => return Decision::Refuse(StatusCode::INTERNAL_SERVER_ERROR),
+            Some(None) => return refuse(StatusCode::FORBIDDEN),
+            None => return refuse(StatusCode::INTERNAL_SERVER_ERROR),
         };
         let offers = request
             .headers
@@ -77,12 +82,17 @@ impl<H: ServerHandler> Endpoint for ServerInner<H> {
         };
         // Cloned: clones of the event the handler kept still tell the choice.
         let protocol = chosen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        wss.inner().stats.accepted();
         let connection =
             WebSocketConnection::new(next_id(), handler, wss, deflate, protocol.clone());
         Decision::Accept {
             extensions,
             protocol,
-            opening: Box::new(Accepted { connection, slot }),
+            opening: Box::new(Accepted {
+                connection,
+                slot,
+                remote,
+            }),
         }
     }
 
@@ -93,17 +103,25 @@ impl<H: ServerHandler> Endpoint for ServerInner<H> {
     fn blocking(&self) -> bool {
         self.blocking_callbacks
     }
+
+    fn refused(&self, why: Refusal) {
+        self.stats.refused(why);
+    }
 }
 
 /// An accepted connection, holding its slot, until its socket is handed over.
 struct Accepted<H: ServerHandler> {
     connection: WebSocketConnection<H>,
     slot: Slot<H>,
+    remote: Option<SocketAddr>,
 }
 
 impl<H: ServerHandler> Opening for Accepted<H> {
     fn open(self: Box<Self>, stream: Stream, read_buf: BytesMut) -> Task {
-        Box::pin(run_connection(self.connection, self.slot, stream, read_buf))
+        match start_connection(*self, stream, read_buf) {
+            Some(driving) => Box::pin(driving),
+            None => Box::pin(std::future::ready(())),
+        }
     }
 
     fn failed(self: Box<Self>, why: String) {
@@ -116,22 +134,40 @@ impl<H: ServerHandler> Opening for Accepted<H> {
     }
 }
 
-/// After the 101: registers the connection, runs `on_open` and the driver.
-async fn run_connection<H: ServerHandler>(
-    connection: WebSocketConnection<H>,
-    slot: Slot<H>,
+/// After the 101: registers the connection and runs `on_open`, then returns the driver to
+/// run; `None` if the server was terminated meanwhile.
+///
+/// Not an `async fn`: its arguments would stay in the future beside the driver for the
+/// connection's whole life (an async fn keeps them, moved out or not), which took every
+/// connection past an allocator size class.
+fn start_connection<H: ServerHandler>(
+    accepted: Accepted<H>,
     stream: Stream,
     read_buf: BytesMut,
-) {
+) -> Option<impl std::future::Future<Output = ()> + Send> {
+    let Accepted {
+        connection,
+        slot,
+        remote,
+    } = accepted;
     let wss = connection.wss().clone();
     {
         let mut registry = wss.inner().registry.connections();
         if wss.terminated() {
             // Terminated while the 101 was on its way: this connection never opens.
-            return;
+            return None;
         }
         registry.insert(connection.id(), connection.clone());
+        wss.inner().stats.opened();
     }
+    let remote = Remote(remote);
+    tracing::info!(
+        target: "ferrosock::connection",
+        id = connection.id(),
+        endpoint = wss.stats_handle().path_label(),
+        %remote,
+        "connection opened"
+    );
     let config = DriverConfig::new(Role::Server, wss.limits());
     // Blocking callbacks on a current-thread runtime go to the blocking pool, in order.
     let serial = (wss.inner().blocking_callbacks && crate::common::on_current_thread_runtime())
@@ -141,9 +177,11 @@ async fn run_connection<H: ServerHandler>(
         data_type: wss.data_type(),
         serial,
         _slot: slot,
+        remote,
+        opened: Instant::now(),
     };
     callbacks.guard("on_open", |h, ws| h.on_open(ws, OpenEvent::new()));
-    conn::run(stream, read_buf, config, callbacks).await;
+    Some(conn::run(stream, read_buf, config, callbacks))
 }
 
 /// Plugs a connection's handler into the driver.
@@ -154,6 +192,22 @@ struct ServerCallbacks<H: ServerHandler> {
     serial: Option<Arc<Serial>>,
     /// Released (dropped) after `on_terminate`, so the server's `on_terminate` comes after.
     _slot: Slot<H>,
+    /// For the line logged at the end.
+    remote: Remote,
+    opened: Instant,
+}
+
+/// A client's address in the log: `unknown` when the HTTP layer did not tell it.
+#[derive(Clone, Copy)]
+struct Remote(Option<SocketAddr>);
+
+impl std::fmt::Display for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("unknown"),
+        }
+    }
 }
 
 impl<H: ServerHandler> ServerCallbacks<H> {
@@ -230,6 +284,22 @@ impl<H: ServerHandler> ServerCallbacks<H> {
             .registry
             .connections()
             .remove(&self.connection.id());
+        wss.inner().stats.closed(ending.code.0);
+        let traffic = &ending.traffic;
+        tracing::info!(
+            target: "ferrosock::connection",
+            id = self.connection.id(),
+            endpoint = wss.stats_handle().path_label(),
+            remote = %self.remote,
+            code = ending.code.0,
+            clean = ending.was_clean,
+            duration_ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX),
+            messages_in = traffic.messages_in,
+            messages_out = traffic.messages_out,
+            bytes_in = traffic.bytes_in,
+            bytes_out = traffic.bytes_out,
+            "connection closed"
+        );
         self.connection.leave_topics();
         let (error, event) = end_events(&ending);
         if let Some(info) = error {

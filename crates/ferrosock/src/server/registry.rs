@@ -69,23 +69,33 @@ impl<H: ServerHandler> Registry<H> {
         topics
     }
 
-    /// Adds a subscriber (the connection records the topic on its side).
-    pub(super) fn add_subscriber(&self, topic: &str, connection: &WebSocketConnection<H>) {
-        self.topics_write()
-            .entry(topic.to_owned())
-            .or_default()
-            .insert(connection.id(), connection.clone());
+    /// Adds a subscriber (the connection records the topic on its side). `Some(new topic)` if
+    /// it was not subscribed yet.
+    pub(super) fn add_subscriber(
+        &self,
+        topic: &str,
+        connection: &WebSocketConnection<H>,
+    ) -> Option<bool> {
+        let mut topics = self.topics_write();
+        let new_topic = !topics.contains_key(topic);
+        let subscribers = topics.entry(topic.to_owned()).or_default();
+        let added = subscribers
+            .insert(connection.id(), connection.clone())
+            .is_none();
+        added.then_some(new_topic)
     }
 
-    /// Removes a subscriber; a topic without subscribers is forgotten.
-    pub(super) fn remove_subscriber(&self, topic: &str, id: u64) {
+    /// Removes a subscriber; a topic without subscribers is forgotten. `Some(topic
+    /// forgotten)` if it was subscribed.
+    pub(super) fn remove_subscriber(&self, topic: &str, id: u64) -> Option<bool> {
         let mut topics = self.topics_write();
-        if let Some(subscribers) = topics.get_mut(topic) {
-            subscribers.remove(&id);
-            if subscribers.is_empty() {
-                topics.remove(topic);
-            }
+        let subscribers = topics.get_mut(topic)?;
+        subscribers.remove(&id)?;
+        let emptied = subscribers.is_empty();
+        if emptied {
+            topics.remove(topic);
         }
+        Some(emptied)
     }
 
     /// Queues `prepared` on the connections of `channel`, but `except`. Returns on how many.

@@ -25,6 +25,7 @@ impl<H: ServerHandler> ServerInner<H> {
                 payload,
             };
             broker.publish(channel, envelope.encode());
+            self.stats.relayed(true);
         }
     }
 
@@ -56,6 +57,7 @@ impl<H: ServerHandler> ServerInner<H> {
         if envelope.origin == self.node {
             return; // this server delivered it when it was published
         }
+        self.stats.relayed(false);
         let data = Bytes::copy_from_slice(envelope.payload);
         let message = if envelope.binary {
             Message::Blob(data)
@@ -79,6 +81,7 @@ impl<H: ServerHandler> WebSocketServer<H> {
     fn broker_news(&self, news: BrokerNews) {
         match news {
             BrokerNews::Outage(what) => {
+                self.inner().stats.broker_up(false);
                 tracing::warn!(path = ?self.path(), "broker unreachable: {what}");
                 self.report(ErrorInfo::new(
                     ErrorInfo::BROKER_UNREACHABLE,
@@ -87,6 +90,7 @@ impl<H: ServerHandler> WebSocketServer<H> {
                 ));
             }
             BrokerNews::Recovered => {
+                self.inner().stats.broker_up(true);
                 tracing::info!(path = ?self.path(), "broker reachable again");
             }
         }

@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use super::termination::Terminating;
 use crate::conn::Stream;
 use crate::proto::handshake;
+use crate::stats::Refusal;
 
 /// The request limits every HTTP layer starts from: the web server's defaults
 /// (`WebServerOptions`) and the limits of `WebSocketServer::accept`.
@@ -74,8 +75,9 @@ pub(crate) type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// An accepted connection waiting for its socket.
 pub(crate) trait Opening: Send + 'static {
-    /// The 101 went out: runs the connection over `stream`, where `read_buf` holds the bytes
-    /// read past the request.
+    /// The 101 went out: opens the connection over `stream` (registered, `on_open` run, here
+    /// and now: call it where the connection is to be driven), where `read_buf` holds the
+    /// bytes read past the request, and returns its driver to run.
     fn open(self: Box<Self>, stream: Stream, read_buf: BytesMut) -> Task;
     /// The 101 could not be delivered (the peer left, the HTTP layer failed): `why`.
     fn failed(self: Box<Self>, why: String);
@@ -100,6 +102,10 @@ pub(crate) trait Endpoint: Send + Sync + 'static {
     ///
     /// [`ServerOptions::blocking_callbacks`]: crate::ServerOptions::blocking_callbacks
     fn blocking(&self) -> bool;
+
+    /// Counts an upgrade to this endpoint that the HTTP layer refused before asking it (a bad
+    /// handshake, a rate limit). Its own refusals are counted by [`decide`](Self::decide).
+    fn refused(&self, why: Refusal);
 }
 
 /// [`Endpoint::decide`], on tokio's blocking pool when the endpoint's callbacks may block and
@@ -116,11 +122,15 @@ pub(crate) async fn decide(
         return endpoint.decide(request, remote, offered);
     }
     let request = request.clone();
+    let counted = endpoint.clone();
     let decided = tokio::task::spawn_blocking(move || endpoint.decide(&request, remote, offered));
     match decided.await {
         Ok(decision) => decision,
         // The runtime is shutting down (a panic in `on_connection` is caught inside).
-        Err(_) => Decision::Refuse(StatusCode::SERVICE_UNAVAILABLE),
+        Err(_) => {
+            counted.refused(Refusal::Unavailable);
+            Decision::Refuse(StatusCode::SERVICE_UNAVAILABLE)
+        }
     }
 }
 
@@ -135,6 +145,11 @@ pub(crate) struct BadRequest {
 }
 
 impl BadRequest {
+    /// The status it is answered with.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// The head of the answer: 400, or 426 with the version supported.
     pub(crate) fn head(&self) -> http::Response<()> {
         let mut refusal = refusal(self.status);

@@ -32,6 +32,7 @@ use super::web_options::WebServerOptions;
 use crate::conn::Stream;
 use crate::error::{Error, ErrorKind};
 use crate::proto::handshake;
+use crate::stats::Refusal;
 
 /// An HTTP/1.1 and HTTP/2 server that WebSocket servers attach to; 4D's web server.
 ///
@@ -389,6 +390,9 @@ impl WebInner {
             Ok(checked) => checked,
             Err(bad) => {
                 tracing::debug!(%remote, "bad upgrade request: {}", bad.why);
+                if let Some(endpoint) = self.route(parts.uri.path()) {
+                    endpoint.refused(Refusal::BadRequest);
+                }
                 return (with_body(bad.head()), None);
             }
         };
@@ -399,6 +403,7 @@ impl WebInner {
             let allowed = opens.lock().unwrap_or_else(|p| p.into_inner()).take();
             if !allowed {
                 tracing::debug!(%remote, "HTTP/2 connection opening WebSockets too fast: 429");
+                endpoint.refused(Refusal::RateLimited);
                 let refusal = upgrade::refusal(StatusCode::TOO_MANY_REQUESTS);
                 return (with_body(refusal), None);
             }

@@ -27,6 +27,7 @@ use crate::limits::Limits;
 use crate::message::{DataType, Message};
 use crate::proto::deflate::PerMessageDeflate;
 use crate::proto::CloseCode;
+use crate::stats::{Counters, ServerStats, StatsHandle};
 
 /// A WebSocket server (4D's `4D.WebSocketServer`): an endpoint on a running
 /// [`WebServer`](crate::WebServer), sharing its host and port, or serving the streams the
@@ -72,6 +73,8 @@ pub(super) struct ServerInner<H: ServerHandler> {
     pub(super) detach: Mutex<Option<Box<dyn FnOnce() + Send + Sync>>>,
     pub(super) terminated: AtomicBool,
     pub(super) done: watch::Sender<bool>,
+    /// What [`WebSocketServer::stats`] reads.
+    pub(crate) stats: Arc<Counters>,
 }
 
 impl<H: ServerHandler> WebSocketServer<H> {
@@ -126,9 +129,12 @@ impl<H: ServerHandler> WebSocketServer<H> {
             ));
         }
         crate::request::check_protocols(&options.protocols)?;
+        let path = normalize_path(options.path.as_deref());
+        let stats = Arc::new(Counters::new(path.clone(), options.broker.is_some()));
         let inner = Arc::new(ServerInner {
             handler,
-            path: normalize_path(options.path.as_deref()),
+            stats,
+            path,
             data_type: options.data_type,
             limits: options.limits,
             deflate: options.deflate,
@@ -263,11 +269,37 @@ impl<H: ServerHandler> WebSocketServer<H> {
     }
 
     pub(crate) fn add_subscriber(&self, topic: &str, connection: &WebSocketConnection<H>) {
-        self.inner.registry.add_subscriber(topic, connection);
+        if let Some(new_topic) = self.inner.registry.add_subscriber(topic, connection) {
+            self.inner.stats.subscription(true, new_topic);
+        }
     }
 
     pub(crate) fn remove_subscriber(&self, topic: &str, id: u64) {
-        self.inner.registry.remove_subscriber(topic, id);
+        if let Some(emptied) = self.inner.registry.remove_subscriber(topic, id) {
+            self.inner.stats.subscription(false, emptied);
+        }
+    }
+
+    /// A snapshot of this server's counters: connections, handshakes, messages and bytes each
+    /// way, closes by code, and more ([`ServerStats`]). Sums a few dozen atomics: no lock, no
+    /// work per connection.
+    ///
+    /// ```no_run
+    /// # use ferrosock::*;
+    /// # fn run<H: ServerHandler>(wss: &WebSocketServer<H>) {
+    /// let stats = wss.stats();
+    /// println!("{} clients, {} messages in", stats.connections, stats.messages_received());
+    /// # }
+    /// ```
+    pub fn stats(&self) -> ServerStats {
+        self.stats_handle().snapshot()
+    }
+
+    /// A handle on this server's counters, for an exporter: `'static` and of one type
+    /// whatever the handler, so that the servers of a process are read together
+    /// ([`stats::write_prometheus`](crate::stats::write_prometheus)).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.inner.stats.clone())
     }
 
     /// The topics with at least one subscriber on this server, sorted.
@@ -291,6 +323,7 @@ impl<H: ServerHandler> WebSocketServer<H> {
     pub(super) fn guard_here(&self, callback: &str, f: impl FnOnce(&H, &Self)) {
         if let Err(message) = guarded(callback, || f(&self.inner.handler, self)) {
             tracing::error!(path = ?self.path(), "{message}");
+            self.inner.stats.panicked();
             let event = ErrorEvent::new(vec![ErrorInfo::new(
                 ErrorInfo::CALLBACK_PANICKED,
                 message,

@@ -44,6 +44,7 @@ use crate::proto::frame::MAX_HEADER_LEN;
 use crate::proto::{
     CloseCode, CloseFrame, Decoded, Decoder, DecoderConfig, OpCode, OutFrame, Role,
 };
+use crate::stats::{Counters, Kind, StripeRef};
 
 /// How the driver runs one connection.
 #[derive(Clone, Debug)]
@@ -86,6 +87,18 @@ pub(crate) struct Ending {
     /// This side closed the connection in good order (`terminate`, a server's termination, a
     /// web server's stop, an abort): a normal end for this side's callbacks, whatever the code.
     pub(crate) closed_here: bool,
+    /// What went through the connection.
+    pub(crate) traffic: Traffic,
+}
+
+/// One connection's traffic: data messages and bytes on the wire each way, for the line
+/// logged at its end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Traffic {
+    pub(crate) messages_in: u64,
+    pub(crate) messages_out: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
 }
 
 impl Ending {
@@ -102,6 +115,7 @@ impl Ending {
             was_clean: false,
             cause: Some(cause.into()),
             closed_here: false,
+            traffic: Traffic::default(),
         }
     }
 }
@@ -147,6 +161,7 @@ where
         // A failure of ours (a protocol error, a limit, a panic) is an error even while a close
         // this side started was under way.
         ending.closed_here = driver.close.closed_here();
+        ending.traffic = driver.traffic;
         let Some(Driver { io, callbacks, .. }) = running.0.take() else {
             unreachable!("taken here only")
         };
@@ -269,6 +284,11 @@ struct Driver<S, C> {
     /// The timer has been polled since it was last armed, so it will wake the task when it
     /// fires; until it has fired, checking `is_elapsed` is enough.
     timer_registered: bool,
+
+    /// The server's counters at this thread's stripe (`None`: a client socket).
+    stats: Option<StripeRef>,
+    /// This connection's own counts.
+    traffic: Traffic,
 }
 
 impl<S, C> Driver<S, C>
@@ -293,6 +313,7 @@ where
         let (keepalive_ticks, idle_ticks) =
             (ticks(config.keepalive_interval), ticks(config.idle_timeout));
         let mut decoder = Decoder::new(config.decoder);
+        let callbacks_stats = callbacks.shared().stats().map(Counters::stripe);
         let deflater = callbacks.shared().deflate_setup().map(|setup| {
             let n = setup.negotiated;
             decoder.set_inflater(Inflater::new(n.decompress_window_bits, n.decompress_reset));
@@ -324,6 +345,16 @@ where
             close_deadline: None,
             timer: tick.map(|tick| Box::pin(tokio::time::sleep(tick))),
             timer_registered: false,
+            stats: callbacks_stats,
+            traffic: Traffic::default(),
+        }
+    }
+
+    /// Counts `n` bytes read from the socket.
+    fn count_read(&mut self, n: usize) {
+        self.traffic.bytes_in += n as u64;
+        if let Some(stats) = &self.stats {
+            stats.wire_in(n);
         }
     }
 
@@ -335,6 +366,7 @@ where
             // The bytes read past the handshake, decoded like a read: payloads copied out, so
             // that none pins the leftover buffer.
             let mut leftover = std::mem::take(&mut self.read_buf);
+            self.count_read(leftover.len());
             self.decode_read(&mut leftover);
         }
         // Set for this poll when its writes wait for the runtime's next turn (see below).
@@ -431,7 +463,8 @@ where
                         self.read_eof = true;
                         return Poll::Ready(self.on_eof());
                     }
-                    Poll::Ready(Ok(_)) => {
+                    Poll::Ready(Ok(n)) => {
+                        self.count_read(n);
                         progressed = true;
                         self.heard = true;
                         self.ping_outstanding = false;

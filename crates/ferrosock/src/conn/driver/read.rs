@@ -43,6 +43,7 @@ where
                     break;
                 }
             };
+            self.count_decoded(&decoded);
             match decoded {
                 Decoded::Text(payload) => self.deliver(Incoming::Text(payload)),
                 Decoded::Binary(payload) => self.deliver(Incoming::Binary(payload)),
@@ -55,6 +56,27 @@ where
                 }
                 Decoded::Pong(_) => {}
                 Decoded::Close(frame) => self.transition(CloseEvent::PeerClose(frame)),
+            }
+        }
+    }
+
+    /// Counts a frame (a whole message for data) that the decoder handed out.
+    fn count_decoded(&mut self, decoded: &Decoded) {
+        let (kind, len) = match decoded {
+            Decoded::Text(payload) => (Kind::Text, payload.len()),
+            Decoded::Binary(payload) => (Kind::Binary, payload.len()),
+            Decoded::Ping(_) => (Kind::Ping, 0),
+            Decoded::Pong(_) => (Kind::Pong, 0),
+            Decoded::Close(_) => (Kind::Close, 0),
+        };
+        if matches!(kind, Kind::Text | Kind::Binary) {
+            self.traffic.messages_in += 1;
+        }
+        if let Some(stats) = &self.stats {
+            stats.frame_in(kind);
+            let compressed = self.decoder.take_inflated_len();
+            if compressed > 0 {
+                stats.inflated(compressed, len);
             }
         }
     }

@@ -191,6 +191,7 @@ where
                     was_clean: false,
                     cause: Some(cause),
                     closed_here: false,
+                    traffic: Traffic::default(),
                 });
                 Close::Failed {
                     ending,
@@ -374,6 +375,7 @@ pub(super) fn clean_ending(frame: &Option<Box<CloseFrame>>) -> Ending {
             was_clean: true,
             cause: None,
             closed_here: false,
+            traffic: Traffic::default(),
         },
         None => Ending {
             code: CloseCode::NO_STATUS,
@@ -381,6 +383,7 @@ pub(super) fn clean_ending(frame: &Option<Box<CloseFrame>>) -> Ending {
             was_clean: true,
             cause: None,
             closed_here: false,
+            traffic: Traffic::default(),
         },
     }
 }

@@ -26,6 +26,9 @@ where
                         .and_then(|deflater| outgoing::compress(deflater, &payload, compress));
                     match compressed {
                         Some(compressed) => {
+                            if let Some(stats) = &self.stats {
+                                stats.deflated(payload.len(), compressed.len());
+                            }
                             let shared = self.callbacks.shared();
                             shared.recharge(&mut held, payload.len(), compressed.len());
                             OutFrame::compressed(role, opcode, compressed, rand::random)
@@ -43,6 +46,9 @@ where
     /// the pongs fills its budget and is closed with 1008 like any other peer that does not read.
     pub(super) fn queue_pong(&mut self, payload: Bytes) {
         if self.callbacks.shared().over_budget() {
+            if let Some(stats) = self.callbacks.shared().stats() {
+                stats.budget_cut();
+            }
             self.fail(
                 CloseCode::POLICY_VIOLATION,
                 "outgoing buffer limit exceeded",
@@ -116,6 +122,10 @@ where
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+            self.traffic.bytes_out += written as u64;
+            if let Some(stats) = &self.stats {
+                stats.wire_out(written);
+            }
             self.advance(written);
             self.needs_flush = true;
         }
@@ -137,6 +147,13 @@ where
             }
             written -= rest;
             released += cost(front.payload().len());
+            let kind = Kind::of_opcode(front.head()[0] & 0x0F);
+            if matches!(kind, Some(Kind::Text | Kind::Binary)) {
+                self.traffic.messages_out += 1;
+            }
+            if let Some(stats) = &self.stats {
+                stats.frame_out(kind);
+            }
             self.out.pop_front();
             self.out_pos = 0;
         }
