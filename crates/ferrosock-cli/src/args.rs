@@ -232,6 +232,16 @@ pub struct CommonArgs {
     /// Decline permessage-deflate compression (accepted by default).
     #[arg(long)]
     pub no_deflate: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics and a live status page at
+    /// http://ADDR/status, on a listener of their own (host:port; port 0 picks a free one).
+    /// Off by default: nothing about the server is shown on its public port.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Log lines as text, or as JSON objects one per line (with one line per WebSocket
+    /// opened and closed: id, endpoint, remote address, close code, duration, messages and
+    /// bytes each way). RUST_LOG filters as usual.
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// Messages shorter than this are sent uncompressed on compressed connections.
     #[arg(long, value_name = "BYTES", default_value_t = PerMessageDeflate::default().threshold)]
     pub deflate_threshold: usize,

@@ -14,6 +14,7 @@ mod bench;
 mod bench_h2;
 mod connect;
 mod endpoints;
+mod metrics;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -47,16 +48,32 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return args::report_usage_error(&err),
     };
-    tracing_subscriber::fmt()
+    let json = match &cli.command {
+        Command::Serve(args) => args.common.log_format == "json",
+        Command::Echo(args) => args.common.log_format == "json",
+        _ => false,
+    };
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         // On a failed write it would report with eprintln!, which panics once stderr is closed.
-        .log_internal_errors(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .log_internal_errors(false);
+    if json {
+        // One object per line, the event's fields at its top level beside the message.
+        logger
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
+    } else {
+        logger
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     raise_descriptor_limit();
     return_freed_memory();
     if let Command::Bench(args) = cli.command {
@@ -112,8 +129,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let web = WebServer::start(options).await?;
     let server_options = server_options(&args.common);
     let origins = endpoints::Origins(args.common.allowed_origins.clone());
-    let attach = || -> Result<(), ferrosock::Error> {
-        WebSocketServer::new(
+    let mut servers = Vec::new();
+    let mut attach = || -> Result<(), ferrosock::Error> {
+        let echo = WebSocketServer::new(
             &web,
             endpoints::Echo {
                 compress: Compress::Auto,
@@ -124,13 +142,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .path("/echo")
                 .data_type(DataType::Auto),
         )?;
-        WebSocketServer::new(
+        servers.push(echo.stats_handle());
+        let uppercase = WebSocketServer::new(
             &web,
             endpoints::Uppercase {
                 origins: origins.clone(),
             },
             server_options.clone().path("/uppercase"),
         )?;
+        servers.push(uppercase.stats_handle());
         let spanning = |path: &str, name: &str| -> Result<ServerOptions, ferrosock::Error> {
             let options = server_options.clone().path(path);
             Ok(match args.broker.as_deref() {
@@ -143,20 +163,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 None => options,
             })
         };
-        WebSocketServer::new(
+        let chat = WebSocketServer::new(
             &web,
             endpoints::Chat {
                 origins: origins.clone(),
             },
             spanning("/chat", "chat")?,
         )?;
-        WebSocketServer::new(
+        servers.push(chat.stats_handle());
+        let pubsub = WebSocketServer::new(
             &web,
             endpoints::PubSub {
                 origins: origins.clone(),
             },
             spanning("/pubsub", "pubsub")?,
         )?;
+        servers.push(pubsub.stats_handle());
         Ok(())
     };
     attach().context("cannot attach the WebSocket servers")?;
@@ -166,10 +188,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|url| format!("; /chat and /pubsub across the nodes of {}", redact(url)))
         .unwrap_or_default();
+    let metrics = start_metrics(&args.common, servers).await?;
+    let shown = metrics.as_ref().map(metrics_line).unwrap_or_default();
     eprintln!(
-        "ferrosock serve: http://{addr}/ (WebSocket endpoints ws://{addr}/echo, /uppercase, /chat, /pubsub{across})"
+        "ferrosock serve: http://{addr}/ (WebSocket endpoints ws://{addr}/echo, /uppercase, /chat, /pubsub{across}){shown}"
     );
-    signals.stop_on_signal(&web).await
+    signals.stop_on_signal(&web, metrics).await
 }
 
 async fn echo(args: EchoArgs) -> anyhow::Result<()> {
@@ -180,7 +204,7 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
         compress: args.compress,
         origins: endpoints::Origins(args.common.allowed_origins.clone()),
     };
-    WebSocketServer::new(
+    let wss = WebSocketServer::new(
         &web,
         echo,
         server_options(&args.common)
@@ -188,9 +212,31 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
             .protocols(args.protocols),
     )
     .context("cannot attach the echo server")?;
+    let metrics = start_metrics(&args.common, vec![wss.stats_handle()]).await?;
+    let shown = metrics.as_ref().map(metrics_line).unwrap_or_default();
     let ws = if web.is_tls() { "wss" } else { "ws" };
-    note(format_args!("ferrosock echo: {ws}://{}/", web.local_addr()));
-    signals.stop_on_signal(&web).await
+    note(format_args!(
+        "ferrosock echo: {ws}://{}/{shown}",
+        web.local_addr()
+    ));
+    signals.stop_on_signal(&web, metrics).await
+}
+
+/// The metrics listener of `--metrics`, if asked for.
+async fn start_metrics(
+    common: &CommonArgs,
+    servers: Vec<ferrosock::stats::StatsHandle>,
+) -> anyhow::Result<Option<metrics::Metrics>> {
+    match &common.metrics {
+        Some(listen) => Ok(Some(metrics::Metrics::start(listen, servers).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The end of the ready line when `--metrics` is on.
+fn metrics_line(metrics: &metrics::Metrics) -> String {
+    let addr = metrics.local_addr();
+    format!("; metrics http://{addr}/metrics, status page http://{addr}/status")
 }
 
 /// A broker URL without its password, for the log.
@@ -306,14 +352,22 @@ impl Signals {
         })
     }
 
-    /// Serves until SIGINT or SIGTERM, then stops: every WebSocket client gets close 1001.
-    async fn stop_on_signal(mut self, web: &WebServer) -> anyhow::Result<()> {
+    /// Serves until SIGINT or SIGTERM, then stops: every WebSocket client gets close 1001,
+    /// the status pages too.
+    async fn stop_on_signal(
+        mut self,
+        web: &WebServer,
+        metrics: Option<metrics::Metrics>,
+    ) -> anyhow::Result<()> {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
         }
         note(format_args!("ferrosock: stopping"));
-        web.stop().await;
+        match metrics {
+            Some(metrics) => tokio::join!(web.stop(), metrics.stop()).0,
+            None => web.stop().await,
+        }
         Ok(())
     }
 }

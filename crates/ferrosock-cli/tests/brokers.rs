@@ -112,21 +112,7 @@ impl Kind {
 
     /// Whether the broker is installed; without it, the test is skipped, except in CI.
     fn available(self) -> bool {
-        let found = Command::new(self.binary())
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{} is missing (scripts/install-peers installs it)",
-                self.binary()
-            );
-            eprintln!("skipped: {} is not installed", self.binary());
-        }
-        found
+        installed(self.binary())
     }
 }
 
@@ -261,13 +247,35 @@ async fn chat_across_nodes(kind: Kind) {
     let broker = kind.start();
     let relay = Relay::start(broker.at.clone()).await;
     let url = kind.url(relay.port);
+    let mut metrics = Vec::new();
     let nodes: Vec<(Server, SocketAddr, Log)> = (0..3)
         .map(|_| {
-            let (server, addr, log) =
-                spawn_logged(&["serve", "--listen", "127.0.0.1:0", "--broker", &url]);
-            (server, addr.parse().unwrap(), log)
+            let (server, ready, log) = spawn_ready(
+                &[
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--broker",
+                    &url,
+                    "--metrics",
+                    "127.0.0.1:0",
+                ],
+                "warn",
+            );
+            metrics.push(metrics_addr(&ready));
+            (server, public_addr(&ready), log)
         })
         .collect();
+    // A figure of node 1's /chat server, as its metrics listener shows it.
+    let chat_metric = |name: &str| -> Option<u64> {
+        let response = http_get(&metrics[0], "/metrics");
+        let sample = format!("{name}{{path=\"/chat\"");
+        response
+            .lines()
+            .find(|line| line.starts_with(&sample))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+    };
     let mut a = join(nodes[0].1).await;
     let mut b = join(nodes[1].1).await;
     let mut c = join(nodes[2].1).await;
@@ -330,6 +338,7 @@ async fn chat_across_nodes(kind: Kind) {
             .any(|line| line.contains("broker unreachable"))
     })
     .await;
+    assert_eq!(chat_metric("ferrosock_broker_up"), Some(0));
     a.send_text("while the broker is down").await;
     assert_eq!(
         next_chat(&mut a2).await.as_deref(),
@@ -349,6 +358,24 @@ async fn chat_across_nodes(kind: Kind) {
     )
     .await;
     eprintln!("{kind:?}: cross-node delivery resumed {took:?} after the broker restarted");
+    // The news of the recovery may trail the first delivery.
+    eventually_async(
+        "node 1 counts the recovery",
+        Duration::from_secs(30),
+        || chat_metric("ferrosock_broker_up") == Some(1),
+    )
+    .await;
+    assert!(chat_metric("ferrosock_broker_reconnections_total") >= Some(1));
+    // Node 1's members published, and heard node 2's and 3's.
+    let relayed = |direction: &str| {
+        let response = http_get(&metrics[0], "/metrics");
+        let sample =
+            format!("ferrosock_broker_relayed_total{{path=\"/chat\",direction=\"{direction}\"}} ");
+        response
+            .lines()
+            .find_map(|line| line.strip_prefix(&sample)?.parse::<u64>().ok())
+    };
+    assert!(relayed("out") > Some(0) && relayed("in") > Some(0));
     let c_saw = drain(&mut c).await;
     assert!(
         c_saw.iter().all(|t| !t.contains("broker is down")),

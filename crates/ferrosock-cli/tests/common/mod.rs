@@ -47,9 +47,23 @@ pub type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 /// [`spawn`], keeping what the server prints on stderr afterwards.
 pub fn spawn_logged(args: &[&str]) -> (Server, String, Log) {
+    let (server, first, log) = spawn_ready(args, "warn");
+    // "ferrosock serve: http://127.0.0.1:PORT/ ..." or "ferrosock echo: ws://127.0.0.1:PORT/"
+    let addr = first
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_owned();
+    (server, addr, log)
+}
+
+/// Starts `ferrosock ARGS` with `RUST_LOG=rust_log` and returns it with its ready line once
+/// it printed it, keeping what it prints on stderr afterwards.
+pub fn spawn_ready(args: &[&str], rust_log: &str) -> (Server, String, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferrosock"))
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", rust_log)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -63,14 +77,7 @@ pub fn spawn_logged(args: &[&str]) -> (Server, String, Log) {
             panic!("ferrosock {args:?} printed no ready line within 30 s");
         }
     };
-    // "ferrosock serve: http://127.0.0.1:PORT/ ..." or "ferrosock echo: ws://127.0.0.1:PORT/"
-    let addr = first
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_owned();
-    (Server(child), addr, log)
+    (Server(child), first, log)
 }
 
 /// Reads `stderr` on a thread of its own until the server's ready line ("ferrosock serve: ..."
@@ -89,6 +96,45 @@ pub fn ready_line(stderr: std::process::ChildStderr, log: Option<Log>) -> Option
         }
     });
     rx.recv_timeout(Duration::from_secs(30)).ok().flatten()
+}
+
+/// The public address in a ready line: the first after "://".
+pub fn public_addr(ready: &str) -> std::net::SocketAddr {
+    ready
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {ready:?}"))
+}
+
+/// The metrics listener's address in a ready line (`--metrics`): after "metrics http://".
+pub fn metrics_addr(ready: &str) -> String {
+    ready
+        .split("metrics http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no metrics address in {ready:?}"))
+        .to_owned()
+}
+
+/// Whether `program` runs (a peer from a Debian package); missing, the test that needs it is
+/// skipped, except in CI, where it fails.
+pub fn installed(program: &str) -> bool {
+    let found = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} is missing (scripts/install-peers installs it)"
+        );
+        eprintln!("skipped: {program} is not installed");
+    }
+    found
 }
 
 pub fn stderr_of(output: &Output) -> String {
