@@ -70,10 +70,11 @@ const DEFLATED_FROM: usize = 14;
 const DEFLATED_TO: usize = 15;
 const SLOTS: usize = 16;
 
-/// One thread's share of the hot counters, on cache lines no other stripe touches.
+/// One thread's share of the hot counters, on cache lines no other stripe touches. A driver
+/// holds its thread's (an `Arc` of 8 bytes), and adds to it with no lookup.
 #[repr(align(128))]
 #[derive(Default)]
-struct Stripe([AtomicU64; SLOTS]);
+pub(crate) struct Stripe([AtomicU64; SLOTS]);
 
 /// Each thread's stripe index, given out in turn on its first use.
 fn thread_stripe() -> usize {
@@ -156,7 +157,7 @@ fn close_label(bucket: usize) -> String {
 /// (per connection, per handshake, per topic) are single atomics.
 pub(crate) struct Counters {
     path: Option<String>,
-    stripes: Box<[Stripe]>,
+    stripes: Box<[Arc<Stripe>]>,
     /// `stripes.len() - 1`: the length is a power of two.
     mask: usize,
     opened: AtomicU64,
@@ -195,7 +196,7 @@ impl Counters {
         let stripes = threads.next_power_of_two().clamp(1, 64);
         Counters {
             path,
-            stripes: (0..stripes).map(|_| Stripe::default()).collect(),
+            stripes: (0..stripes).map(|_| Arc::default()).collect(),
             mask: stripes - 1,
             opened: AtomicU64::new(0),
             closed: AtomicU64::new(0),
@@ -211,11 +212,8 @@ impl Counters {
     }
 
     /// The calling thread's stripe: a driver takes it once, when it starts.
-    pub(crate) fn stripe(self: &Arc<Self>) -> StripeRef {
-        StripeRef {
-            counters: self.clone(),
-            index: thread_stripe() & self.mask,
-        }
+    pub(crate) fn stripe(&self) -> Arc<Stripe> {
+        self.stripes[thread_stripe() & self.mask].clone()
     }
 
     fn add(&self, slot: usize, n: u64) {
@@ -357,16 +355,15 @@ impl Counters {
     }
 }
 
-/// A driver's stripe of its server's counters: the per-frame counts, with no lookup.
-#[derive(Debug)]
-pub(crate) struct StripeRef {
-    counters: Arc<Counters>,
-    index: usize,
+impl fmt::Debug for Stripe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stripe").finish_non_exhaustive()
+    }
 }
 
-impl StripeRef {
+impl Stripe {
     fn slots(&self) -> &[AtomicU64; SLOTS] {
-        &self.counters.stripes[self.index].0
+        &self.0
     }
 
     /// A frame of `kind` received.

@@ -26,6 +26,7 @@ use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -44,7 +45,7 @@ use crate::proto::frame::MAX_HEADER_LEN;
 use crate::proto::{
     CloseCode, CloseFrame, Decoded, Decoder, DecoderConfig, OpCode, OutFrame, Role,
 };
-use crate::stats::{Counters, Kind, StripeRef};
+use crate::stats::{Kind, Stripe};
 
 /// How the driver runs one connection.
 #[derive(Clone, Debug)]
@@ -285,8 +286,9 @@ struct Driver<S, C> {
     /// fires; until it has fired, checking `is_elapsed` is enough.
     timer_registered: bool,
 
-    /// The server's counters at this thread's stripe (`None`: a client socket).
-    stats: Option<StripeRef>,
+    /// The stripe of its server's counters that this driver adds to: its thread's when it
+    /// started (`None`: a client socket).
+    stripe: Option<Arc<Stripe>>,
     /// This connection's own counts.
     traffic: Traffic,
 }
@@ -313,7 +315,7 @@ where
         let (keepalive_ticks, idle_ticks) =
             (ticks(config.keepalive_interval), ticks(config.idle_timeout));
         let mut decoder = Decoder::new(config.decoder);
-        let callbacks_stats = callbacks.shared().stats().map(Counters::stripe);
+        let stripe = callbacks.shared().stats().map(|stats| stats.stripe());
         let deflater = callbacks.shared().deflate_setup().map(|setup| {
             let n = setup.negotiated;
             decoder.set_inflater(Inflater::new(n.decompress_window_bits, n.decompress_reset));
@@ -345,7 +347,7 @@ where
             close_deadline: None,
             timer: tick.map(|tick| Box::pin(tokio::time::sleep(tick))),
             timer_registered: false,
-            stats: callbacks_stats,
+            stripe,
             traffic: Traffic::default(),
         }
     }
@@ -353,8 +355,8 @@ where
     /// Counts `n` bytes read from the socket.
     fn count_read(&mut self, n: usize) {
         self.traffic.bytes_in += n as u64;
-        if let Some(stats) = &self.stats {
-            stats.wire_in(n);
+        if let Some(stripe) = &self.stripe {
+            stripe.wire_in(n);
         }
     }
 

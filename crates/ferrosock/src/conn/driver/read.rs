@@ -43,41 +43,49 @@ where
                     break;
                 }
             };
-            self.count_decoded(&decoded);
             match decoded {
-                Decoded::Text(payload) => self.deliver(Incoming::Text(payload)),
-                Decoded::Binary(payload) => self.deliver(Incoming::Binary(payload)),
+                Decoded::Text(payload) => {
+                    self.count_message_in(Kind::Text, payload.len());
+                    self.deliver(Incoming::Text(payload));
+                }
+                Decoded::Binary(payload) => {
+                    self.count_message_in(Kind::Binary, payload.len());
+                    self.deliver(Incoming::Binary(payload));
+                }
                 Decoded::Ping(payload) => {
+                    self.count_control_in(Kind::Ping);
                     // RFC 6455 §5.5.2: answer with a pong carrying the same payload, unless
                     // our close frame is already queued (nothing may follow it).
                     if !self.close.sent() {
                         self.queue_pong(payload);
                     }
                 }
-                Decoded::Pong(_) => {}
-                Decoded::Close(frame) => self.transition(CloseEvent::PeerClose(frame)),
+                Decoded::Pong(_) => self.count_control_in(Kind::Pong),
+                Decoded::Close(frame) => {
+                    self.count_control_in(Kind::Close);
+                    self.transition(CloseEvent::PeerClose(frame));
+                }
             }
         }
     }
 
-    /// Counts a frame (a whole message for data) that the decoder handed out.
-    fn count_decoded(&mut self, decoded: &Decoded) {
-        let (kind, len) = match decoded {
-            Decoded::Text(payload) => (Kind::Text, payload.len()),
-            Decoded::Binary(payload) => (Kind::Binary, payload.len()),
-            Decoded::Ping(_) => (Kind::Ping, 0),
-            Decoded::Pong(_) => (Kind::Pong, 0),
-            Decoded::Close(_) => (Kind::Close, 0),
-        };
-        if matches!(kind, Kind::Text | Kind::Binary) {
-            self.traffic.messages_in += 1;
-        }
-        if let Some(stats) = &self.stats {
-            stats.frame_in(kind);
+    /// Counts a data message of `len` bytes that the decoder handed out (inflated, if it was
+    /// compressed).
+    fn count_message_in(&mut self, kind: Kind, len: usize) {
+        self.traffic.messages_in += 1;
+        if let Some(stripe) = &self.stripe {
+            stripe.frame_in(kind);
             let compressed = self.decoder.take_inflated_len();
             if compressed > 0 {
-                stats.inflated(compressed, len);
+                stripe.inflated(compressed, len);
             }
+        }
+    }
+
+    /// Counts a control frame received.
+    fn count_control_in(&self, kind: Kind) {
+        if let Some(stripe) = &self.stripe {
+            stripe.frame_in(kind);
         }
     }
 

@@ -26,8 +26,8 @@ where
                         .and_then(|deflater| outgoing::compress(deflater, &payload, compress));
                     match compressed {
                         Some(compressed) => {
-                            if let Some(stats) = &self.stats {
-                                stats.deflated(payload.len(), compressed.len());
+                            if let Some(stripe) = &self.stripe {
+                                stripe.deflated(payload.len(), compressed.len());
                             }
                             let shared = self.callbacks.shared();
                             shared.recharge(&mut held, payload.len(), compressed.len());
@@ -123,8 +123,8 @@ where
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.traffic.bytes_out += written as u64;
-            if let Some(stats) = &self.stats {
-                stats.wire_out(written);
+            if let Some(stripe) = &self.stripe {
+                stripe.wire_out(written);
             }
             self.advance(written);
             self.needs_flush = true;
@@ -151,8 +151,8 @@ where
             if matches!(kind, Some(Kind::Text | Kind::Binary)) {
                 self.traffic.messages_out += 1;
             }
-            if let Some(stats) = &self.stats {
-                stats.frame_out(kind);
+            if let Some(stripe) = &self.stripe {
+                stripe.frame_out(kind);
             }
             self.out.pop_front();
             self.out_pos = 0;
