@@ -267,3 +267,34 @@ async fn a_prometheus_client_registry_reads_the_same_figures_at_scrape_time() {
     client.drop_connection();
     web.stop().await;
 }
+
+/// A connection whose runtime shuts down under it never ends in good order: it is still counted
+/// closed (1006), so that the gauge of open connections does not keep it forever.
+#[test]
+fn connections_dropped_with_their_runtime_are_counted_closed() {
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (web, wss) = server.block_on(meter(Limits::default()));
+    let stats = wss.stats_handle();
+    let addr = web.local_addr();
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut peer = client.block_on(async {
+        let mut peer = RawClient::connect(addr, "/meter").await;
+        peer.send_text("hello").await;
+        peer.recv_message().await;
+        peer
+    });
+    assert_eq!(stats.snapshot().connections, 1);
+    server.shutdown_timeout(Duration::from_secs(30));
+    let after = stats.snapshot();
+    assert_eq!(after.connections, 0);
+    assert_eq!(closes(&after), [("1006", 1)]);
+    client.block_on(peer.expect_eof());
+    drop((web, wss));
+}

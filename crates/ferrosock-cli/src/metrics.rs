@@ -188,16 +188,16 @@ impl ServerHandler for StatusFeed {
     type Connection = Viewer;
 
     /// Pages of this listener only: a page of another site must not read the figures through
-    /// a visitor's browser (the listener is meant for operators, not for the public).
+    /// a visitor's browser (the listener is meant for operators, not for the public). The
+    /// page's origin must name the host the request names; behind a proxy that rewrites
+    /// `Host`, have it pass the original one.
     fn on_connection(&self, _: &WebSocketServer<Self>, event: ConnectionEvent) -> Option<Viewer> {
         let request = &event.request;
         let same_origin = match (request.origin(), request.headers().get("host")) {
             (None, _) => true,
-            (Some(origin), Some(host)) => {
-                origin
-                    .strip_prefix("http://")
-                    .or_else(|| origin.strip_prefix("https://"))
-                    == Some(host)
+            (Some(_), Some(host)) => {
+                let own = [format!("http://{host}"), format!("https://{host}")];
+                request.origin_allowed(&[own[0].as_str(), own[1].as_str()])
             }
             (Some(_), None) => false,
         };

@@ -7,10 +7,11 @@
 //! `prometheus-client` registry, read at scrape time.
 //!
 //! # Cost
-//! The per-message counters are relaxed atomic additions into stripes, one per thread (a
-//! connection's driver picks its thread's stripe once, when it starts), each on cache lines of
-//! its own: no lock and no shared cache line on the message path. A snapshot sums the
-//! stripes; it never walks the connections, whatever their number.
+//! The per-message counters are relaxed atomic additions into stripes, each on cache lines of
+//! its own, handed to threads in turn (a connection's driver takes its thread's stripe once,
+//! when it starts, and keeps it if the task moves): no lock on the message path, and threads
+//! share a stripe only when there are more threads than stripes (the next power of two of the
+//! cores). A snapshot sums the stripes; it never walks the connections, whatever their number.
 //!
 //! ```no_run
 //! # use ferrosock::*;
@@ -161,7 +162,6 @@ pub(crate) struct Counters {
     /// `stripes.len() - 1`: the length is a power of two.
     mask: usize,
     opened: AtomicU64,
-    closed: AtomicU64,
     accepted: AtomicU64,
     refused: [AtomicU64; REFUSALS.len()],
     closes: [AtomicU64; CLOSE_BUCKETS],
@@ -199,7 +199,6 @@ impl Counters {
             stripes: (0..stripes).map(|_| Arc::default()).collect(),
             mask: stripes - 1,
             opened: AtomicU64::new(0),
-            closed: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             refused: Default::default(),
             closes: Default::default(),
@@ -235,7 +234,6 @@ impl Counters {
     /// A connection counted by [`opened`](Self::opened) has ended, with this close code.
     pub(crate) fn closed(&self, code: u16) {
         self.closes[close_bucket(code)].fetch_add(1, Relaxed);
-        self.closed.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn budget_cut(&self) {
@@ -304,12 +302,12 @@ impl Counters {
             close: sums[at + 4],
         };
         let load = |counter: &AtomicU64| counter.load(Relaxed);
-        // Closed before opened: a connection that ends between the two loads is not counted
-        // as closed without having been opened.
-        let closed = load(&self.closed);
+        let closes: Vec<u64> = self.closes.iter().map(load).collect();
+        // After the closes: a connection opened and closed meanwhile shows as open, never the
+        // other way round (the subtraction saturates all the same).
         let opened = load(&self.opened);
         ServerStats {
-            connections: opened.saturating_sub(closed),
+            connections: opened.saturating_sub(closes.iter().sum()),
             connections_opened: opened,
             handshakes_accepted: load(&self.accepted),
             handshakes_refused: Refused {
@@ -332,14 +330,11 @@ impl Counters {
                 uncompressed_bytes: sums[DEFLATED_FROM],
                 compressed_bytes: sums[DEFLATED_TO],
             },
-            closes: self
-                .closes
+            closes: closes
                 .iter()
                 .enumerate()
-                .filter_map(|(bucket, n)| {
-                    let n = load(n);
-                    (n > 0).then(|| (close_label(bucket), n))
-                })
+                .filter(|(_, n)| **n > 0)
+                .map(|(bucket, n)| (close_label(bucket), *n))
                 .collect(),
             budget_cuts: load(&self.budget_cuts),
             callback_panics: load(&self.panics),
@@ -429,7 +424,7 @@ impl StatsHandle {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerStats {
-    /// Connections open now (from the 101 to the end of `on_terminate`).
+    /// Connections open now (from the 101 until after `on_terminate`).
     pub connections: u64,
     /// Connections opened since the start.
     pub connections_opened: u64,
@@ -449,8 +444,8 @@ pub struct ServerStats {
     /// Received messages that were compressed (permessage-deflate): bytes before and after
     /// inflating.
     pub inflated: Compression,
-    /// Sent messages that were compressed: bytes before and after deflating (a publish
-    /// compressed once for many subscribers counts once per subscriber).
+    /// Messages compressed for sending: bytes before and after deflating (a publish
+    /// compressed once for many subscribers counts once per subscriber it was queued for).
     pub deflated: Compression,
     /// Connections ended, by close code: `"1000"`–`"1015"`, `"3xxx"`, `"4xxx"`, `"other"`.
     /// Codes not seen yet are absent. 1006: no close frame; a code this side sent when it
@@ -785,7 +780,8 @@ fn families(servers: &[StatsHandle]) -> Vec<Family> {
 /// Writes the figures of `servers` in Prometheus' text exposition format (version 0.0.4, the
 /// format `promtool check metrics` reads; serve it as `text/plain; version=0.0.4`), each with
 /// its server's `path` label. Families with no sample (the broker's, with no broker) are left
-/// out.
+/// out. Give servers of distinct paths: two of one path (two detached servers are both `*`)
+/// would write series that Prometheus cannot tell apart.
 pub fn write_prometheus(out: &mut String, servers: &[StatsHandle]) {
     for family in families(servers) {
         if family.samples.is_empty() {

@@ -159,7 +159,16 @@ impl Prepared {
     /// (a full budget refuses it).
     pub(crate) fn send(&self, shared: &Shared) -> bool {
         let (outgoing, charge) = self.outgoing(shared);
-        shared.send_sharing(outgoing, Some(charge)).is_ok()
+        // The payload of a frame compressed here (RSV1), for the counters.
+        let deflated = match &outgoing {
+            Outgoing::Frame(frame) if frame.head()[0] & 0x40 != 0 => Some(frame.payload().len()),
+            _ => None,
+        };
+        let sent = shared.send_sharing(outgoing, Some(charge)).is_ok();
+        if let (true, Some(compressed), Some(stats)) = (sent, deflated, shared.stats()) {
+            stats.deflated(self.payload.len(), compressed);
+        }
+        sent
     }
 
     /// What to queue on the server connection with this `shared` state, and the process-wide
@@ -201,12 +210,7 @@ impl Prepared {
             Some((frame, charge))
         });
         match frame {
-            Some((frame, charge)) => {
-                if let Some(stats) = shared.stats() {
-                    stats.deflated(self.payload.len(), frame.payload().len());
-                }
-                (Outgoing::Frame(frame.clone()), charge.clone())
-            }
+            Some((frame, charge)) => (Outgoing::Frame(frame.clone()), charge.clone()),
             None => (Outgoing::Frame(self.plain.clone()), plain_charge()),
         }
     }

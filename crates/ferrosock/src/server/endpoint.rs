@@ -179,6 +179,7 @@ fn start_connection<H: ServerHandler>(
         _slot: slot,
         remote,
         opened: millis(),
+        code: CloseCode::ABNORMAL.0,
     };
     callbacks.guard("on_open", |h, ws| h.on_open(ws, OpenEvent::new()));
     Some(conn::run(stream, read_buf, config, callbacks))
@@ -195,6 +196,16 @@ struct ServerCallbacks<H: ServerHandler> {
     /// For the line logged at the end: the client, and when it opened ([`millis`]).
     remote: Remote,
     opened: u64,
+    /// The close code it ended with, counted when these callbacks are dropped: after
+    /// `on_terminate`, or without it if the driver never ended (its runtime shut down), as
+    /// 1006. Either way every connection counted open is counted closed once.
+    code: u16,
+}
+
+impl<H: ServerHandler> Drop for ServerCallbacks<H> {
+    fn drop(&mut self) {
+        self.connection.wss().inner().stats.closed(self.code);
+    }
 }
 
 /// Milliseconds since the first call: 8 bytes per connection where an `Instant` takes 16.
@@ -309,13 +320,13 @@ impl<H: ServerHandler> Callbacks for ServerCallbacks<H> {
 impl<H: ServerHandler> ServerCallbacks<H> {
     /// The end of [`Callbacks::on_end`]: the connection leaves the server, then `on_error`
     /// (for an abnormal end) and `on_terminate`.
-    fn end(self, ending: Ending) {
+    fn end(mut self, ending: Ending) {
+        self.code = ending.code.0;
         let wss = self.connection.wss();
         wss.inner()
             .registry
             .connections()
             .remove(&self.connection.id());
-        wss.inner().stats.closed(ending.code.0);
         let traffic = &ending.traffic;
         tracing::info!(
             target: "ferrosock::connection",

@@ -45,8 +45,10 @@ where
     /// Queues a pong, within the outgoing budget: a peer that floods pings and never reads
     /// the pongs fills its budget and is closed with 1008 like any other peer that does not read.
     pub(super) fn queue_pong(&mut self, payload: Bytes) {
-        if self.callbacks.shared().over_budget() {
-            if let Some(stats) = self.callbacks.shared().stats() {
+        let shared = self.callbacks.shared();
+        if shared.over_budget() {
+            // Once per connection: a send may have cut it already.
+            if let (false, Some(stats)) = (shared.failing(), shared.stats()) {
                 stats.budget_cut();
             }
             self.fail(
